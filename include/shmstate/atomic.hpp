@@ -1,0 +1,144 @@
+// shmstate/atomic.hpp: Atomic<T>, a bool, int64 or double shared by processes.
+//
+// The java.util.concurrent.atomic / atomos API over one lock-free std::atomic
+// in the segment: get, set, get_and_set, compare_and_set, and for numbers
+// add_and_get, get_and_add, subtract_and_get, get_and_subtract. Every
+// operation is a single atomic instruction (a CAS loop for double arithmetic),
+// sequentially consistent, and cannot be torn or blocked by any process dying
+// at any instant: there is no lock to leave behind.
+//
+// Semantics worth knowing:
+//  - int64 arithmetic wraps on overflow (two's complement), as in Java.
+//  - double compare_and_set compares bit patterns, as Guava's AtomicDouble
+//    does: 0.0 and -0.0 differ, a NaN equals the same NaN. wait_while_equal
+//    compares the same way.
+//  - Values are exact: int64 is 64-bit and double is IEEE binary64 (the
+//    atomos multiprocessing seed silently used C int and float).
+//
+// Waiting: wait_while_equal(old, timeout) sleeps on a futex event count until
+// any process changes the value; writers pay for a wake-up syscall only while
+// someone is waiting.
+//
+// Handles are cheap to copy and usable from any thread; the object lives as
+// long as the segment.
+#pragma once
+
+#include <atomic>
+#include <bit>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <shmstate/detail/event_count.hpp>
+#include <shmstate/detail/object_header.hpp>
+#include <shmstate/segment.hpp>
+
+namespace shmstate {
+
+namespace detail {
+
+// Shared state of an Atomic<T>, layout version 1. Value and event count share
+// one cache line, so a notifier's check for waiters costs no extra miss.
+template <class T>
+struct alignas(64) AtomicState {
+  ObjectHeader header;
+  std::atomic<T> value;
+  EventCount changes;
+};
+inline constexpr std::uint32_t kAtomicLayoutVersion = 1;
+static_assert(sizeof(AtomicState<std::int64_t>) == 64);
+static_assert(sizeof(AtomicState<double>) == 64);
+static_assert(sizeof(AtomicState<bool>) == 64);
+static_assert(std::atomic<std::int64_t>::is_always_lock_free);
+static_assert(std::atomic<double>::is_always_lock_free);
+static_assert(std::atomic<bool>::is_always_lock_free);
+
+template <class T>
+constexpr Kind kind_of() {
+  if constexpr (std::is_same_v<T, bool>) return Kind::Bool;
+  else if constexpr (std::is_same_v<T, std::int64_t>) return Kind::Int64;
+  else return Kind::Double;
+}
+
+// Equality as compare_exchange sees it: bitwise for double.
+template <class T>
+bool same_value(T a, T b) noexcept {
+  if constexpr (std::is_same_v<T, double>)
+    return std::bit_cast<std::uint64_t>(a) == std::bit_cast<std::uint64_t>(b);
+  else
+    return a == b;
+}
+
+struct ObjectName {
+  std::string segment;
+  std::string object;
+};
+
+}  // namespace detail
+
+template <class T>
+class Atomic {
+  static_assert(AtomicValue<T>, "Atomic<T> holds bool, std::int64_t or double");
+
+ public:
+  T get() const noexcept { return s_->value.load(); }
+
+  void set(T value) noexcept {
+    s_->value.store(value);
+    s_->changes.notify_all();
+  }
+
+  T get_and_set(T value) noexcept {
+    T old = s_->value.exchange(value);
+    s_->changes.notify_all();
+    return old;
+  }
+
+  // Sets `desired` if the value is `expected` (bitwise for double).
+  bool compare_and_set(T expected, T desired) noexcept {
+    if (!s_->value.compare_exchange_strong(expected, desired)) return false;
+    s_->changes.notify_all();
+    return true;
+  }
+
+  T add_and_get(T delta) noexcept requires(!std::is_same_v<T, bool>) {
+    return get_and_add(delta) + delta;
+  }
+  T get_and_add(T delta) noexcept requires(!std::is_same_v<T, bool>) {
+    T old = s_->value.fetch_add(delta);
+    s_->changes.notify_all();
+    return old;
+  }
+  T subtract_and_get(T delta) noexcept requires(!std::is_same_v<T, bool>) {
+    return get_and_subtract(delta) - delta;
+  }
+  T get_and_subtract(T delta) noexcept requires(!std::is_same_v<T, bool>) {
+    T old = s_->value.fetch_sub(delta);
+    s_->changes.notify_all();
+    return old;
+  }
+
+  // Blocks while the value equals `old`, at most `timeout`. Returns true if
+  // the value differs from `old` on return, false on timeout. Wakes within
+  // microseconds of a change by any process (no polling; a notifier that dies
+  // between its write and its wake delays this by at most ~100 ms).
+  bool wait_while_equal(T old, std::chrono::nanoseconds timeout) const;
+
+  const std::string& name() const noexcept { return name_->object; }
+  const std::string& segment_name() const noexcept { return name_->segment; }
+
+ private:
+  friend class Segment;
+  Atomic(detail::AtomicState<T>* state, std::shared_ptr<const detail::ObjectName> name)
+      : s_(state), name_(std::move(name)) {}
+
+  detail::AtomicState<T>* s_;
+  std::shared_ptr<const detail::ObjectName> name_;
+};
+
+extern template class Atomic<bool>;
+extern template class Atomic<std::int64_t>;
+extern template class Atomic<double>;
+
+}  // namespace shmstate

@@ -1,0 +1,49 @@
+// shmstate/inspect.hpp: every object as JSON, by name and kind.
+//
+// The library side of the `shmstate` CLI, usable by any program that wants to
+// look at or poke a segment without knowing its objects' types at compile
+// time. Values in and out are boost::json values: bool for bool, integer for
+// int64, number for double. Each kind added to shmstate adds itself here.
+//
+// The JSON documents' keys are stable and listed in README.md ("JSON output").
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/json/value.hpp>
+
+#include <shmstate/segment.hpp>
+
+namespace shmstate::inspect {
+
+// Parses JSON text; throws Error(InvalidArgument) naming `what` on bad input.
+boost::json::value parse_json(std::string_view text, std::string_view what);
+
+// The current value of any object. Throws NotFound, Corrupt.
+boost::json::value get(const Segment& segment, std::string_view object);
+
+// Creates `object` of `kind` with `initial` (null: the kind's zero value).
+// Throws AlreadyExists if the name is taken (whatever its kind),
+// InvalidArgument if `initial` does not fit the kind, SegmentFull.
+void create(const Segment& segment, Kind kind, std::string_view object, const boost::json::value& initial);
+
+// Sets the value. Throws NotFound, InvalidArgument (wrong JSON type for the
+// kind: the message names object, kind and the JSON given), KindMismatch for
+// kinds that have no plain value.
+void set(const Segment& segment, std::string_view object, const boost::json::value& value);
+
+// Adds `delta` to an int64 or double; returns the new value.
+boost::json::value add(const Segment& segment, std::string_view object, const boost::json::value& delta);
+
+// The documents behind `shmstate list --json` and `shmstate dump --json`.
+boost::json::value segment_json(const SegmentInfo& info);
+boost::json::value list_json(const std::vector<SegmentInfo>& segments);
+boost::json::value dump_json(const Segment& segment);
+
+// The same for people: aligned columns, long values shortened.
+std::string list_text(const std::vector<SegmentInfo>& segments);
+std::string dump_text(const Segment& segment);
+
+}  // namespace shmstate::inspect

@@ -1,0 +1,172 @@
+// shmstate/segment.hpp: named POSIX shared-memory segments holding named objects.
+//
+// A Segment is a file in /dev/shm (the segment name is the file name) that
+// starts with a versioned header, then a fixed registry of named objects, then
+// a heap. Objects (atomics, atoms, locks, ...) are created by name and kind and
+// found again by any process that opens the segment.
+//
+// Lifetime. A segment exists until Segment::remove() (or a reboot); processes
+// come and go. A process maps each segment once and keeps the mapping until it
+// exits, even after the last Segment handle is gone: unmapping memory that
+// holds robust mutexes can lose owner-death reports (glibc BZ 14485). Handles
+// (Segment, Atomic<T>, ...) are cheap to copy and need no cleanup.
+//
+// Thread and process safety. Every member function may be called concurrently
+// from any thread of any process. Creating a segment publishes it whole:
+// openers never see a half-initialised segment, and a creator killed midway
+// leaves nothing behind under the public name. Creating an object is atomic in
+// the same sense: a process killed while creating one leaves no trace the next
+// creator trips over (its reserved registry entry is reclaimed; at most the
+// block it had allocated is leaked).
+//
+// Untrusted contents. Every reader validates the header and each registry entry
+// before following an offset, and reports a damaged segment as Error(Corrupt)
+// (or LayoutMismatch for another program's file or another layout version).
+// Known limit: a process that shrinks the file with ftruncate() makes the other
+// processes' accesses fault (SIGBUS); POSIX shared memory cannot be sealed.
+//
+// Names. Segment names: 1..200 characters from [A-Za-z0-9._-], not starting
+// with '.'. Object names: 1..63 characters from [A-Za-z0-9._:-]. Anything else
+// is Error(InvalidArgument).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include <shmstate/error.hpp>
+
+namespace shmstate {
+
+template <class T>
+class Atomic;
+
+namespace detail {
+struct SegmentImpl;
+}
+
+// The value types an Atomic<T> may hold.
+template <class T>
+concept AtomicValue =
+    std::is_same_v<T, bool> || std::is_same_v<T, std::int64_t> || std::is_same_v<T, double>;
+
+// The kind tag of an object. Values are stored in segments: never renumber.
+enum class Kind : std::uint32_t {
+  Bool = 1,
+  Int64 = 2,
+  Double = 3,
+  Atom = 4,
+  Reference = 5,
+  FifoLock = 6,
+  Monitor = 7,
+  Signal = 8,
+};
+
+// "bool", "int64", "double", "atom", "reference", "fifo_lock", "monitor", "signal".
+std::string_view kind_name(Kind kind) noexcept;
+std::optional<Kind> parse_kind(std::string_view name) noexcept;
+
+inline constexpr std::size_t kMaxSegmentNameLength = 200;
+inline constexpr std::size_t kMaxObjectNameLength = 63;
+
+// Layout version of segments this library creates and reads.
+inline constexpr std::uint32_t kLayoutVersion = 1;
+
+struct SegmentOptions {
+  std::size_t size = 1 << 20;     // total bytes, header and registry included
+  unsigned mode = 0600;           // applied exactly, whatever the umask; must include 0600
+  std::uint32_t max_objects = 256;  // registry capacity, fixed at creation (1..65536)
+};
+
+struct ObjectInfo {
+  std::string name;
+  Kind kind;
+  std::uint64_t offset;  // of the object's shared state, from the segment start
+  std::uint64_t size;    // bytes of the object's fixed shared state
+};
+
+enum class ProcessState { Alive, Dead, Unknown };
+std::string_view process_state_name(ProcessState state) noexcept;  // "alive", "dead", "unknown"
+
+struct SegmentInfo {
+  std::string name;
+  std::uint32_t layout_version = 0;
+  std::uint64_t size = 0;  // bytes
+  std::uint64_t used = 0;  // header + registry + allocated heap bytes
+  std::uint32_t max_objects = 0;
+  std::uint32_t object_count = 0;
+  std::int32_t creator_pid = 0;
+  std::uint64_t creator_start_time = 0;  // clock ticks after boot (/proc/<pid>/stat field 22)
+  std::chrono::system_clock::time_point created;
+  // Alive/Dead are only meaningful when same_pid_namespace; else Unknown.
+  ProcessState creator_state = ProcessState::Unknown;
+  bool same_pid_namespace = true;
+  unsigned mode = 0;  // permission bits of the file
+  // Empty for a healthy segment. Segment::list() reports a damaged segment or
+  // one of another layout version here instead of failing the whole listing.
+  std::string problem;
+};
+
+class Segment {
+ public:
+  // Creates a new segment. Throws AlreadyExists if the name is taken,
+  // InvalidArgument for a bad name or options, PermissionDenied, Io.
+  static Segment create(std::string_view name, const SegmentOptions& options = {});
+
+  // Opens an existing segment. Throws NotFound, LayoutMismatch (not ours, or
+  // another layout version: the message names both), Corrupt, PermissionDenied.
+  static Segment open(std::string_view name);
+
+  // Opens the segment, creating it with `options` if it does not exist. When it
+  // exists, `options` are ignored (the segment keeps its own size and mode).
+  static Segment open_or_create(std::string_view name, const SegmentOptions& options = {});
+
+  // Removes the name (processes that have it open keep using it; the memory is
+  // freed when the last one exits). Returns false if there was no such
+  // segment. Refuses (LayoutMismatch) to remove a file that is not a shmstate
+  // segment; removes a damaged one.
+  static bool remove(std::string_view name);
+
+  // True if a file of that name exists in /dev/shm (it may still fail to open).
+  static bool exists(std::string_view name);
+
+  // The shmstate segments in /dev/shm, sorted by name, read without locking
+  // and without writing. Files of other programs and files this process may
+  // not read are skipped; segments of another layout version are skipped too.
+  static std::vector<SegmentInfo> list();
+
+  const std::string& name() const noexcept;
+  SegmentInfo info() const;
+
+  // The ready objects, in registry order. Lock-free; never blocks on a writer.
+  // Throws Corrupt if a registry entry fails validation.
+  std::vector<ObjectInfo> objects() const;
+  std::optional<ObjectInfo> find(std::string_view object_name) const;
+
+  // The Atomic<T> named `name`, created with `initial` if it does not exist
+  // (`initial` is ignored otherwise). T is bool, std::int64_t or double and
+  // is never deduced: write seg.atomic<std::int64_t>("hits", 0).
+  // Throws KindMismatch if `name` is another kind, SegmentFull, InvalidArgument.
+  template <AtomicValue T>
+  Atomic<T> atomic(std::string_view name, std::type_identity_t<T> initial = T{});
+
+  // The existing Atomic<T> named `name`. Throws NotFound or KindMismatch.
+  template <AtomicValue T>
+  Atomic<T> open_atomic(std::string_view name) const;
+
+  // For the library's own primitives; not a stable API.
+  detail::SegmentImpl& impl() const noexcept { return *impl_; }
+
+ private:
+  friend struct SegmentFactory;
+  explicit Segment(std::shared_ptr<detail::SegmentImpl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<detail::SegmentImpl> impl_;
+};
+
+}  // namespace shmstate

@@ -1,0 +1,7 @@
+// shmstate/shmstate.hpp: the whole public API.
+#pragma once
+
+#include <shmstate/atomic.hpp>
+#include <shmstate/error.hpp>
+#include <shmstate/inspect.hpp>
+#include <shmstate/segment.hpp>

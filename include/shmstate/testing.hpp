@@ -1,0 +1,21 @@
+// shmstate/testing.hpp: hooks for robustness tests. Not for production use.
+//
+// A crash point is a named step inside a library operation
+// ("registry.after_reserve", ...). After arm_crash_point(name), the calling
+// process _exit()s with kCrashExitCode when it reaches that step, leaving
+// shared state exactly as a SIGKILL there would. Tests arm a point in a forked
+// child, run an operation, and check what the surviving processes see.
+// The list of points is in README.md ("Crash points").
+#pragma once
+
+namespace shmstate::testing {
+
+inline constexpr int kCrashExitCode = 86;
+
+// False when the library was built with -Dcrash_points=disabled.
+bool crash_points_compiled() noexcept;
+
+void arm_crash_point(const char* name) noexcept;
+void disarm_crash_point() noexcept;
+
+}  // namespace shmstate::testing

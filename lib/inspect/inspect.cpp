@@ -1,0 +1,250 @@
+#include <shmstate/inspect.hpp>
+
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <limits>
+#include <sstream>
+
+#include <boost/json.hpp>
+
+#include <shmstate/atomic.hpp>
+
+#include "platform/system_error.hpp"
+#include "segment/segment_impl.hpp"
+
+namespace shmstate::inspect {
+
+namespace json = boost::json;
+
+namespace {
+
+std::string where(const Segment& s, std::string_view object) { return platform::where(s.name(), object); }
+
+ObjectInfo require(const Segment& segment, std::string_view object) {
+  auto info = segment.find(object);
+  if (!info) throw Error(ErrorCode::NotFound, where(segment, object) + ": no such object");
+  return *info;
+}
+
+Error wrong_type(const Segment& s, std::string_view object, Kind kind, const json::value& v,
+                 std::string_view expected) {
+  return Error(ErrorCode::InvalidArgument, where(s, object) + ": a " + std::string(kind_name(kind)) +
+                                               " takes " + std::string(expected) + ", not " + json::serialize(v));
+}
+
+bool to_bool(const Segment& s, std::string_view o, Kind k, const json::value& v) {
+  if (!v.is_bool()) throw wrong_type(s, o, k, v, "true or false");
+  return v.get_bool();
+}
+
+std::int64_t to_int64(const Segment& s, std::string_view o, Kind k, const json::value& v) {
+  if (v.is_int64()) return v.get_int64();
+  if (v.is_uint64() && v.get_uint64() <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+    return static_cast<std::int64_t>(v.get_uint64());
+  throw wrong_type(s, o, k, v, "an integer in [-2^63, 2^63)");
+}
+
+double to_double(const Segment& s, std::string_view o, Kind k, const json::value& v) {
+  if (v.is_double()) return v.get_double();
+  if (v.is_int64()) return static_cast<double>(v.get_int64());
+  if (v.is_uint64()) return static_cast<double>(v.get_uint64());
+  throw wrong_type(s, o, k, v, "a number");
+}
+
+// JSON has no NaN or infinity; show them as strings rather than lie.
+json::value double_json(double d) {
+  if (std::isnan(d)) return "NaN";
+  if (std::isinf(d)) return d > 0 ? "Infinity" : "-Infinity";
+  return d;
+}
+
+std::string iso_utc(std::chrono::system_clock::time_point t) {
+  std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string octal_mode(unsigned mode) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "%04o", mode);
+  return buf;
+}
+
+json::value value_of(const Segment& segment, const ObjectInfo& info) {
+  switch (info.kind) {
+    case Kind::Bool: return segment.open_atomic<bool>(info.name).get();
+    case Kind::Int64: return segment.open_atomic<std::int64_t>(info.name).get();
+    case Kind::Double: return double_json(segment.open_atomic<double>(info.name).get());
+    default: return nullptr;  // kinds without a plain value yet
+  }
+}
+
+std::string shorten(std::string s, std::size_t max) {
+  if (s.size() > max) {
+    s.resize(max - 3);
+    s += "...";
+  }
+  return s;
+}
+
+}  // namespace
+
+json::value parse_json(std::string_view text, std::string_view what) {
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec) throw Error(ErrorCode::InvalidArgument, std::string(what) + ": invalid JSON: " + ec.message());
+  return v;
+}
+
+json::value get(const Segment& segment, std::string_view object) {
+  return value_of(segment, require(segment, object));
+}
+
+void create(const Segment& segment, Kind kind, std::string_view object, const json::value& initial) {
+  if (auto existing = segment.find(object))
+    throw Error(ErrorCode::AlreadyExists, where(segment, object) + ": already exists (a " +
+                                              std::string(kind_name(existing->kind)) + ")");
+  Segment& s = const_cast<Segment&>(segment);
+  bool zero = initial.is_null();
+  switch (kind) {
+    case Kind::Bool: s.atomic<bool>(object, zero ? false : to_bool(s, object, kind, initial)); return;
+    case Kind::Int64: s.atomic<std::int64_t>(object, zero ? 0 : to_int64(s, object, kind, initial)); return;
+    case Kind::Double: s.atomic<double>(object, zero ? 0.0 : to_double(s, object, kind, initial)); return;
+    default:
+      throw Error(ErrorCode::InvalidArgument,
+                  where(segment, object) + ": kind '" + std::string(kind_name(kind)) + "' cannot be created here yet");
+  }
+}
+
+void set(const Segment& segment, std::string_view object, const json::value& value) {
+  ObjectInfo info = require(segment, object);
+  switch (info.kind) {
+    case Kind::Bool: segment.open_atomic<bool>(object).set(to_bool(segment, object, info.kind, value)); return;
+    case Kind::Int64:
+      segment.open_atomic<std::int64_t>(object).set(to_int64(segment, object, info.kind, value));
+      return;
+    case Kind::Double:
+      segment.open_atomic<double>(object).set(to_double(segment, object, info.kind, value));
+      return;
+    default:
+      throw Error(ErrorCode::KindMismatch,
+                  where(segment, object) + " is a " + std::string(kind_name(info.kind)) + ", which has no settable value");
+  }
+}
+
+json::value add(const Segment& segment, std::string_view object, const json::value& delta) {
+  ObjectInfo info = require(segment, object);
+  switch (info.kind) {
+    case Kind::Int64:
+      return segment.open_atomic<std::int64_t>(object).add_and_get(to_int64(segment, object, info.kind, delta));
+    case Kind::Double:
+      return double_json(segment.open_atomic<double>(object).add_and_get(to_double(segment, object, info.kind, delta)));
+    default:
+      throw Error(ErrorCode::KindMismatch,
+                  where(segment, object) + " is a " + std::string(kind_name(info.kind)) + ", not an int64 or double");
+  }
+}
+
+json::value segment_json(const SegmentInfo& info) {
+  json::object o;
+  o["name"] = info.name;
+  o["layout_version"] = info.layout_version;
+  o["size"] = info.size;
+  o["used"] = info.used;
+  o["free"] = info.size >= info.used ? info.size - info.used : 0;
+  o["max_objects"] = info.max_objects;
+  o["object_count"] = info.object_count;
+  o["mode"] = octal_mode(info.mode);
+  o["created"] = iso_utc(info.created);
+  json::object creator;
+  creator["pid"] = info.creator_pid;
+  creator["start_time"] = info.creator_start_time;
+  creator["state"] = process_state_name(info.creator_state);
+  creator["same_pid_namespace"] = info.same_pid_namespace;
+  o["creator"] = std::move(creator);
+  o["problem"] = info.problem.empty() ? json::value(nullptr) : json::value(info.problem);
+  return o;
+}
+
+json::value list_json(const std::vector<SegmentInfo>& segments) {
+  json::array a;
+  for (const auto& s : segments) a.push_back(segment_json(s));
+  return a;
+}
+
+json::value dump_json(const Segment& segment) {
+  const auto& impl = segment.impl();
+  json::object doc;
+  doc["segment"] = segment_json(segment.info());
+  json::object alloc;
+  alloc["heap_begin"] = impl.header->heap_begin;
+  alloc["heap_top"] = impl.header->heap_top.load();
+  alloc["heap_end"] = impl.size;
+  doc["allocator"] = std::move(alloc);
+  json::array objects;
+  for (const auto& info : segment.objects()) {
+    json::object o;
+    o["name"] = info.name;
+    o["kind"] = kind_name(info.kind);
+    o["offset"] = info.offset;
+    o["size"] = info.size;
+    o["value"] = value_of(segment, info);
+    objects.push_back(std::move(o));
+  }
+  doc["objects"] = std::move(objects);
+  return doc;
+}
+
+std::string list_text(const std::vector<SegmentInfo>& segments) {
+  std::ostringstream out;
+  char line[512];
+  std::snprintf(line, sizeof line, "%-24s %12s %12s %8s %8s  %s\n", "SEGMENT", "SIZE", "USED", "OBJECTS", "PID",
+                "CREATOR");
+  out << line;
+  for (const auto& s : segments) {
+    if (!s.problem.empty()) {
+      std::snprintf(line, sizeof line, "%-24s %12" PRIu64 " %12s %8s %8s  %s\n", s.name.c_str(), s.size, "-", "-",
+                    "-", ("unreadable: " + s.problem).c_str());
+    } else {
+      std::snprintf(line, sizeof line, "%-24s %12" PRIu64 " %12" PRIu64 " %8u %8d  %s\n", s.name.c_str(), s.size,
+                    s.used, s.object_count, s.creator_pid, std::string(process_state_name(s.creator_state)).c_str());
+    }
+    out << line;
+  }
+  return out.str();
+}
+
+std::string dump_text(const Segment& segment) {
+  SegmentInfo info = segment.info();
+  const auto& impl = segment.impl();
+  std::ostringstream out;
+  out << "segment " << info.name << "  (layout " << info.layout_version << ", mode " << octal_mode(info.mode)
+      << ")\n";
+  out << "  size " << info.size << " bytes, used " << info.used << ", free " << (info.size - info.used) << "\n";
+  out << "  heap " << impl.header->heap_begin << ".." << impl.size << ", top " << impl.header->heap_top.load()
+      << "\n";
+  out << "  objects " << info.object_count << " of " << info.max_objects << "\n";
+  out << "  created " << iso_utc(info.created) << " by pid " << info.creator_pid << " ("
+      << process_state_name(info.creator_state) << ")\n";
+  auto objects = segment.objects();
+  if (!objects.empty()) {
+    std::size_t width = 4;
+    for (const auto& o : objects) width = std::max(width, o.name.size());
+    char line[256];
+    std::snprintf(line, sizeof line, "\n  %-*s  %-10s  %s\n", static_cast<int>(width), "NAME", "KIND", "VALUE");
+    out << line;
+    for (const auto& o : objects) {
+      std::snprintf(line, sizeof line, "  %-*s  %-10s  ", static_cast<int>(width), o.name.c_str(),
+                    std::string(kind_name(o.kind)).c_str());
+      out << line << shorten(json::serialize(value_of(segment, o)), 80) << "\n";
+    }
+  }
+  return out.str();
+}
+
+}  // namespace shmstate::inspect

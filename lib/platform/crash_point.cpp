@@ -1,0 +1,36 @@
+#include "platform/crash_point.hpp"
+
+#include <atomic>
+#include <cstring>
+#include <string>
+
+#include <unistd.h>
+
+#include <shmstate/testing.hpp>
+
+namespace shmstate {
+namespace {
+// Armed name; a process-local string, set by the test before the operation.
+std::atomic<const char*> g_armed{nullptr};
+}  // namespace
+
+namespace testing {
+
+bool crash_points_compiled() noexcept { return SHMSTATE_CRASH_POINTS != 0; }
+
+void arm_crash_point(const char* name) noexcept {
+  // Leaked on purpose: the process is about to die at it, or disarms once.
+  g_armed.store(name ? ::strdup(name) : nullptr, std::memory_order_release);
+}
+
+void disarm_crash_point() noexcept { g_armed.store(nullptr, std::memory_order_release); }
+
+}  // namespace testing
+
+namespace platform {
+void crash_point_hit(const char* name) noexcept {
+  const char* armed = g_armed.load(std::memory_order_acquire);
+  if (armed != nullptr && std::strcmp(armed, name) == 0) ::_exit(testing::kCrashExitCode);
+}
+}  // namespace platform
+}  // namespace shmstate

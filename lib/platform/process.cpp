@@ -1,0 +1,82 @@
+#include "platform/process.hpp"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace shmstate::platform {
+
+namespace {
+
+struct StatFields {
+  char state;
+  std::uint64_t start_time;
+};
+
+// 0 on success, else errno. Parses after the last ')' because comm may hold
+// spaces and parentheses.
+int read_stat(pid_t pid, StatFields& out) noexcept {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  char buf[1024];
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  int saved = errno;
+  ::close(fd);
+  if (n <= 0) return n < 0 ? saved : EIO;
+  buf[n] = '\0';
+  char* p = std::strrchr(buf, ')');
+  if (p == nullptr || p[1] != ' ') return EIO;
+  p += 2;  // field 3 (state) starts here
+  out.state = *p;
+  // Skip fields 3..21 to reach field 22 (starttime).
+  for (int field = 3; field < 22; ++field) {
+    p = std::strchr(p, ' ');
+    if (p == nullptr) return EIO;
+    ++p;
+  }
+  char* end = nullptr;
+  out.start_time = std::strtoull(p, &end, 10);
+  if (end == p) return EIO;
+  return 0;
+}
+
+}  // namespace
+
+ProcessIdentity self_identity() noexcept {
+  // Cached per pid so a forked child computes its own.
+  static thread_local ProcessIdentity cached{};
+  pid_t pid = ::getpid();
+  if (cached.pid != pid) {
+    StatFields f{};
+    ProcessIdentity id{static_cast<std::int32_t>(pid), 0, 0};
+    if (read_stat(pid, f) == 0) id.start_time = f.start_time;
+    cached = id;
+  }
+  return cached;
+}
+
+Liveness liveness(const ProcessIdentity& id) noexcept {
+  if (id.pid <= 0) return Liveness::Unknown;
+  StatFields f{};
+  int err = read_stat(id.pid, f);
+  if (err == ENOENT || err == ESRCH) return Liveness::Dead;
+  if (err != 0) return Liveness::Unknown;
+  if (id.start_time != 0 && f.start_time != id.start_time) return Liveness::Dead;
+  if (f.state == 'Z' || f.state == 'X' || f.state == 'x') return Liveness::Dead;
+  return Liveness::Alive;
+}
+
+std::uint64_t pid_namespace_id() noexcept {
+  struct stat st;
+  if (::stat("/proc/self/ns/pid", &st) != 0) return 0;
+  return static_cast<std::uint64_t>(st.st_ino);
+}
+
+}  // namespace shmstate::platform

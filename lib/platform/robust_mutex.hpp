@@ -1,0 +1,77 @@
+// A process-shared robust mutex that lives in shared memory
+// (ARCHITECTURE.md, fact 5; iceoryx's mutex.hpp for the "owner died" outcome).
+//
+// The kernel is the owner-death detector: when a holder dies, the next locker
+// gets OwnerDied and owns the mutex; it must make the protected state
+// consistent (roll the dead owner's half-done step forward or back) and then
+// call mark_consistent() before unlock(). RobustLock does that dance.
+//
+// Never leave the mutex unlocked without mark_consistent() after OwnerDied:
+// it would become ENOTRECOVERABLE for good, and glibc 2.36's trylock on such a
+// mutex leaves it locked forever. We report that state as Error(Corrupt).
+//
+// Layout: one pthread_mutex_t (40 bytes on x86_64 glibc) padded to 64.
+// Keep the segment mapped for the life of the process (fact 5, BZ 14485).
+#pragma once
+
+#include <pthread.h>
+
+#include <chrono>
+#include <string_view>
+#include <type_traits>
+
+namespace shmstate::platform {
+
+enum class LockResult { Acquired, OwnerDied, Busy, TimedOut };
+
+class RobustMutex {
+ public:
+  // Initialises the mutex in place (robust, process-shared, normal type).
+  // REQUIRES: no other process can see this memory yet.
+  void init();
+
+  // Blocks. Returns Acquired or OwnerDied (both mean: you hold it).
+  // Throws Error(Corrupt) naming `what` if the mutex is unrecoverable.
+  LockResult lock(std::string_view what);
+  // Returns Acquired, OwnerDied or Busy.
+  LockResult try_lock(std::string_view what);
+  // Returns Acquired, OwnerDied or TimedOut.
+  LockResult lock_until(std::chrono::steady_clock::time_point deadline, std::string_view what);
+
+  void mark_consistent() noexcept;
+  void unlock() noexcept;
+
+ private:
+  pthread_mutex_t m_;
+  char pad_[64 - sizeof(pthread_mutex_t)];
+};
+static_assert(sizeof(pthread_mutex_t) == 40, "layout assumes x86_64/aarch64 glibc");
+static_assert(sizeof(RobustMutex) == 64);
+static_assert(std::is_standard_layout_v<RobustMutex>);
+
+// RAII lock. If the previous owner died, runs repair() (which must be
+// noexcept: the state must be made consistent no matter what) and then marks
+// the mutex consistent. owner_died() tells the caller it happened.
+class RobustLock {
+ public:
+  template <class Repair>
+  RobustLock(RobustMutex& m, std::string_view what, Repair&& repair) : m_(&m) {
+    static_assert(std::is_nothrow_invocable_v<Repair&>, "repair must be noexcept");
+    if (m.lock(what) == LockResult::OwnerDied) {
+      owner_died_ = true;
+      repair();
+      m.mark_consistent();
+    }
+  }
+  ~RobustLock() { m_->unlock(); }
+  RobustLock(const RobustLock&) = delete;
+  RobustLock& operator=(const RobustLock&) = delete;
+
+  bool owner_died() const noexcept { return owner_died_; }
+
+ private:
+  RobustMutex* m_;
+  bool owner_died_ = false;
+};
+
+}  // namespace shmstate::platform

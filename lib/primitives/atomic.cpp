@@ -1,0 +1,47 @@
+#include <shmstate/atomic.hpp>
+
+#include <new>
+
+#include "segment/segment_impl.hpp"
+
+namespace shmstate {
+
+template <class T>
+bool Atomic<T>::wait_while_equal(T old, std::chrono::nanoseconds timeout) const {
+  return s_->changes.wait_until([&] { return !detail::same_value(s_->value.load(), old); },
+                                detail::deadline_after(timeout));
+}
+
+template <AtomicValue T>
+Atomic<T> Segment::atomic(std::string_view name, std::type_identity_t<T> initial) {
+  using State = detail::AtomicState<T>;
+  constexpr Kind kind = detail::kind_of<T>();
+  auto slot = impl_->find_or_create(name, kind, sizeof(State), alignof(State), [&](std::byte* p) {
+    auto* s = new (p) State;
+    s->header = {static_cast<std::uint32_t>(kind), detail::kAtomicLayoutVersion};
+    s->value.store(initial, std::memory_order_relaxed);
+  });
+  return Atomic<T>(impl_->state_of<State>(slot, detail::kAtomicLayoutVersion),
+                   std::make_shared<const detail::ObjectName>(detail::ObjectName{impl_->name, std::string(name)}));
+}
+
+template <AtomicValue T>
+Atomic<T> Segment::open_atomic(std::string_view name) const {
+  using State = detail::AtomicState<T>;
+  auto slot = impl_->find_existing(name, detail::kind_of<T>());
+  return Atomic<T>(impl_->state_of<State>(slot, detail::kAtomicLayoutVersion),
+                   std::make_shared<const detail::ObjectName>(detail::ObjectName{impl_->name, std::string(name)}));
+}
+
+template class Atomic<bool>;
+template class Atomic<std::int64_t>;
+template class Atomic<double>;
+
+template Atomic<bool> Segment::atomic<bool>(std::string_view, bool);
+template Atomic<std::int64_t> Segment::atomic<std::int64_t>(std::string_view, std::int64_t);
+template Atomic<double> Segment::atomic<double>(std::string_view, double);
+template Atomic<bool> Segment::open_atomic<bool>(std::string_view) const;
+template Atomic<std::int64_t> Segment::open_atomic<std::int64_t>(std::string_view) const;
+template Atomic<double> Segment::open_atomic<double>(std::string_view) const;
+
+}  // namespace shmstate

@@ -1,0 +1,87 @@
+// The process-local view of one mapped segment, shared by all handles to it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <shmstate/detail/object_header.hpp>
+#include <shmstate/segment.hpp>
+
+#include "segment/layout.hpp"
+
+namespace shmstate::detail {
+
+struct ObjectSlot {
+  std::byte* address;
+  ObjectInfo info;
+  bool created;  // this call created it (the initial value was applied)
+};
+
+struct SegmentImpl {
+  std::string name;
+  std::byte* base = nullptr;
+  std::uint64_t size = 0;
+  SegmentHeader* header = nullptr;
+  RegistryEntry* entries = nullptr;
+  std::uint32_t capacity = 0;
+
+  // "segment 'x'" / "segment 'x', object 'y'".
+  std::string where(std::string_view object = {}) const;
+
+  // Finds `object`, or creates it: under the registry mutex reserves an entry,
+  // allocates `bytes` aligned to `align` from the heap, zeroes them, runs
+  // init(address) and publishes the entry. init may throw (nothing is
+  // published then, and the block is leaked); it must not block.
+  // Throws KindMismatch, SegmentFull (registry or heap), InvalidArgument (name).
+  ObjectSlot find_or_create(std::string_view object, Kind kind, std::uint64_t bytes,
+                            std::uint64_t align, const std::function<void(std::byte*)>& init);
+
+  // Finds an existing object of `kind`. Throws NotFound, KindMismatch.
+  ObjectSlot find_existing(std::string_view object, Kind kind) const;
+
+  std::optional<ObjectInfo> find(std::string_view object) const;
+  std::vector<ObjectInfo> objects() const;
+
+  // Bump-allocates from the heap: one CAS on heap_top, so a process killed
+  // around it leaks at most this block. Returns the offset. Throws
+  // SegmentFull naming `object`, with requested and free bytes.
+  std::uint64_t allocate(std::uint64_t bytes, std::uint64_t align, std::string_view object);
+
+  // Validated access to an object's state struct: the slot must be big enough
+  // and aligned, and its ObjectHeader must carry the slot's kind and `version`.
+  template <class State>
+  State* state_of(const ObjectSlot& slot, std::uint32_t version) const {
+    check_state(slot, sizeof(State), alignof(State), version);
+    return reinterpret_cast<State*>(slot.address);
+  }
+
+  SegmentInfo info() const;
+
+ private:
+  // nullopt for a free/reserving entry; throws Corrupt for an invalid ready one.
+  std::optional<ObjectInfo> read_entry(std::uint32_t index) const;
+  std::optional<ObjectSlot> lookup(std::string_view object) const;
+  void check_state(const ObjectSlot& slot, std::size_t bytes, std::size_t align,
+                   std::uint32_t version) const;
+  void reclaim_reserving_entries() noexcept;
+};
+
+// Name checks shared by the library and the CLI; throw InvalidArgument.
+void validate_segment_name(std::string_view name);
+void validate_object_name(std::string_view segment, std::string_view object);
+
+// Fills a SegmentInfo from a validated header and registry (used for both
+// mapped segments and the read-only scan of Segment::list()).
+SegmentInfo summarize(std::string_view name, const SegmentHeader& header,
+                      const RegistryEntry* entries, std::uint32_t capacity, unsigned mode);
+
+// Validates a header found in a file of `file_size` bytes. Throws
+// LayoutMismatch (not ours / other version) or Corrupt, naming `name`.
+void validate_header(std::string_view name, const std::byte* bytes, std::uint64_t file_size);
+
+}  // namespace shmstate::detail

@@ -1,0 +1,115 @@
+// Test support: real child processes and unique, self-removing segments.
+//
+// Child processes are fork()ed; the child runs a function and _exit()s with
+// its return value, so doctest's state in the child never reports anything.
+// Cross-process claims are checked in the parent from exit codes and from the
+// shared segment.
+#pragma once
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include <shmstate/segment.hpp>
+
+namespace test {
+
+// A segment name unique to this process and call; removes the segment on
+// scope exit, also when the test fails.
+class TempSegment {
+ public:
+  explicit TempSegment(const std::string& tag = "t") {
+    static std::atomic<int> counter{0};
+    name_ = "shmstate-test-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+    shmstate::Segment::remove(name_);
+  }
+  ~TempSegment() {
+    try {
+      shmstate::Segment::remove(name_);
+    } catch (...) {
+    }
+  }
+  TempSegment(const TempSegment&) = delete;
+  TempSegment& operator=(const TempSegment&) = delete;
+  const std::string& name() const { return name_; }
+  const char* c_str() const { return name_.c_str(); }
+
+ private:
+  std::string name_;
+};
+
+class Child {
+ public:
+  // Forks; the child runs fn() and _exit(fn()) (exceptions exit 99).
+  explicit Child(const std::function<int()>& fn) {
+    std::fflush(nullptr);
+    pid_ = ::fork();
+    if (pid_ < 0) std::abort();
+    if (pid_ == 0) {
+      int rc = 99;
+      try {
+        rc = fn();
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "child %d: %s\n", ::getpid(), e.what());
+      } catch (...) {
+      }
+      ::_exit(rc);
+    }
+  }
+  ~Child() {
+    if (pid_ > 0 && !reaped_) {
+      ::kill(pid_, SIGKILL);
+      wait();
+    }
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  Child(Child&& o) noexcept : pid_(o.pid_), reaped_(o.reaped_), status_(o.status_) { o.pid_ = -1; }
+
+  pid_t pid() const { return pid_; }
+  void kill(int sig = SIGKILL) { ::kill(pid_, sig); }
+
+  // Waits for exit; returns the raw wait status.
+  int wait() {
+    if (!reaped_) {
+      while (::waitpid(pid_, &status_, 0) < 0 && errno == EINTR) {
+      }
+      reaped_ = true;
+    }
+    return status_;
+  }
+  // Exit code, or 128+signal if killed by a signal.
+  int exit_code() {
+    int st = wait();
+    if (WIFEXITED(st)) return WEXITSTATUS(st);
+    if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+    return -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  int status_ = 0;
+};
+
+// Polls cond every millisecond up to `limit`; for waiting on *other
+// processes'* progress in tests, never to assert speed.
+inline bool eventually(const std::function<bool()>& cond,
+                       std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return cond();
+}
+
+}  // namespace test
