@@ -25,6 +25,7 @@ enum class ErrorCode {
   InvalidArgument,   // bad name, bad option, value of the wrong type, ...
   Io,                // any other system error
   OwnerDied,         // reserved for calls that must report a dead holder as an error
+  Rejected,          // a validator rejected the new value; nothing changed
 };
 
 // Stable lower-case name of a code ("not_found", "segment_full", ...), used in

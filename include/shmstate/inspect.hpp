@@ -5,7 +5,7 @@
 // time. Values in and out are boost::json values: bool for bool, integer for
 // int64, number for double. Each kind added to shmstate adds itself here.
 //
-// The JSON documents' keys are stable and listed in README.md ("JSON output").
+// The JSON documents' keys are stable and listed in docs/cli.md.
 #pragma once
 
 #include <string>
@@ -20,6 +20,20 @@ namespace shmstate::inspect {
 
 // Parses JSON text; throws Error(InvalidArgument) naming `what` on bad input.
 boost::json::value parse_json(std::string_view text, std::string_view what);
+
+// One line of JSON text (no newline). Unlike boost::json::serialize, doubles
+// are written in their shortest round-trip decimal form and always as
+// doubles: 0.1 -> "0.1", 3.0 -> "3.0", 1e20 -> "1e+20" (Boost 1.81 writes
+// "1E-1", "3E0"). Parsing the text gives back the same value, bit for bit.
+std::string to_text(const boost::json::value& value);
+
+// The kinds create() accepts, in Kind order: what `shmstate new` offers.
+// Keep in step with create().
+std::vector<Kind> creatable_kinds();
+
+// Segment::remove() for the CLI: throws NotFound ("segment 'x': no such
+// segment") instead of returning false; LayoutMismatch for a foreign file.
+void remove(std::string_view segment);
 
 // The current value of any object. Throws NotFound, Corrupt.
 boost::json::value get(const Segment& segment, std::string_view object);

@@ -46,6 +46,15 @@ namespace shmstate {
 
 template <class T>
 class Atomic;
+class Atom;
+class AtomicReference;
+}  // namespace shmstate
+
+namespace boost::json {
+class value;
+}
+
+namespace shmstate {
 
 namespace detail {
 struct SegmentImpl;
@@ -159,6 +168,17 @@ class Segment {
   // The existing Atomic<T> named `name`. Throws NotFound or KindMismatch.
   template <AtomicValue T>
   Atomic<T> open_atomic(std::string_view name) const;
+
+  // The Atom named `name` (<shmstate/atom.hpp>), created holding `initial` if
+  // it does not exist. Throws KindMismatch, SegmentFull (the initial value
+  // does not fit), InvalidArgument.
+  Atom atom(std::string_view name, const boost::json::value& initial);
+  // The existing Atom named `name`. Throws NotFound or KindMismatch.
+  Atom open_atom(std::string_view name) const;
+
+  // The AtomicReference named `name`, created holding `initial` if missing.
+  AtomicReference atomic_reference(std::string_view name, const boost::json::value& initial);
+  AtomicReference open_atomic_reference(std::string_view name) const;
 
   // For the library's own primitives; not a stable API.
   detail::SegmentImpl& impl() const noexcept { return *impl_; }

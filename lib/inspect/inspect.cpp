@@ -1,5 +1,6 @@
 #include <shmstate/inspect.hpp>
 
+#include <charconv>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -99,6 +100,70 @@ json::value parse_json(std::string_view text, std::string_view what) {
   json::value v = json::parse(text, ec);
   if (ec) throw Error(ErrorCode::InvalidArgument, std::string(what) + ": invalid JSON: " + ec.message());
   return v;
+}
+
+namespace {
+
+void append_text(std::string& out, const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::null: out += "null"; return;
+    case json::kind::bool_: out += v.get_bool() ? "true" : "false"; return;
+    case json::kind::int64: out += std::to_string(v.get_int64()); return;
+    case json::kind::uint64: out += std::to_string(v.get_uint64()); return;
+    case json::kind::string: out += json::serialize(v.get_string()); return;
+    case json::kind::double_: {
+      double d = v.get_double();
+      if (!std::isfinite(d)) {  // not JSON; Boost writes these as out-of-range literals
+        out += json::serialize(v);
+        return;
+      }
+      char buf[32];
+      auto [end, ec] = std::to_chars(buf, buf + sizeof buf, d);  // shortest round-trip form
+      std::string_view digits(buf, static_cast<std::size_t>(end - buf));
+      out += digits;
+      if (digits.find_first_of(".e") == std::string_view::npos) out += ".0";  // stays a double
+      return;
+    }
+    case json::kind::array: {
+      out += '[';
+      bool first = true;
+      for (const auto& e : v.get_array()) {
+        if (!first) out += ',';
+        first = false;
+        append_text(out, e);
+      }
+      out += ']';
+      return;
+    }
+    case json::kind::object: {
+      out += '{';
+      bool first = true;
+      for (const auto& [key, e] : v.get_object()) {
+        if (!first) out += ',';
+        first = false;
+        out += json::serialize(json::string_view(key));
+        out += ':';
+        append_text(out, e);
+      }
+      out += '}';
+      return;
+    }
+  }
+}
+
+}  // namespace
+
+std::string to_text(const json::value& value) {
+  std::string out;
+  append_text(out, value);
+  return out;
+}
+
+std::vector<Kind> creatable_kinds() { return {Kind::Bool, Kind::Int64, Kind::Double}; }
+
+void remove(std::string_view segment) {
+  if (!Segment::remove(segment))
+    throw Error(ErrorCode::NotFound, platform::where(segment) + ": no such segment");
 }
 
 json::value get(const Segment& segment, std::string_view object) {
@@ -241,7 +306,7 @@ std::string dump_text(const Segment& segment) {
     for (const auto& o : objects) {
       std::snprintf(line, sizeof line, "  %-*s  %-10s  ", static_cast<int>(width), o.name.c_str(),
                     std::string(kind_name(o.kind)).c_str());
-      out << line << shorten(json::serialize(value_of(segment, o)), 80) << "\n";
+      out << line << shorten(to_text(value_of(segment, o)), 80) << "\n";
     }
   }
   return out.str();

@@ -25,6 +25,13 @@ enum class FutexResult {
 FutexResult futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t expected,
                        std::chrono::nanoseconds timeout) noexcept;
 
+// Sleeps until any of `words[i]` != `expected[i]`, a wake on any of them, or
+// the timeout (at most 128 words; futex_waitv, Linux 5.16+). Returns
+// Unsupported... as TimedOut after sleeping min(timeout, 10 ms) on a kernel
+// without futex_waitv, so callers that re-check in a loop still work.
+FutexResult futex_wait_any(const std::atomic<std::uint32_t>* const* words, const std::uint32_t* expected,
+                           unsigned count, std::chrono::nanoseconds timeout) noexcept;
+
 // Wakes up to `count` waiters on `word`; returns how many were woken.
 int futex_wake(const std::atomic<std::uint32_t>& word, int count) noexcept;
 

@@ -17,6 +17,7 @@ std::string_view error_code_name(ErrorCode code) noexcept {
     case ErrorCode::InvalidArgument: return "invalid_argument";
     case ErrorCode::Io: return "io";
     case ErrorCode::OwnerDied: return "owner_died";
+    case ErrorCode::Rejected: return "rejected";
   }
   return "unknown";
 }

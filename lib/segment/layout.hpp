@@ -2,7 +2,8 @@
 //
 //   offset 0      SegmentHeader (1024 bytes)
 //   registry_offset   RegistryEntry[registry_capacity] (128 bytes each)
-//   heap_begin    heap: objects' shared states and value blocks, bump-allocated
+//   heap_begin    heap: objects' shared states (bump-allocated, permanent) and
+//                 value blocks (power-of-two classes, recycled through free lists)
 //   size          end of the file
 //
 // Fields never change after publication except: heap_top (atomic, only grows),
@@ -27,6 +28,9 @@ inline constexpr std::size_t kRegistryEntrySize = 128;
 inline constexpr std::size_t kObjectNameField = 64;  // 63 characters + NUL
 inline constexpr std::uint32_t kMaxRegistryCapacity = 65536;
 inline constexpr std::uint64_t kMaxSegmentSize = std::uint64_t{1} << 40;
+// Block size classes: 64 bytes (2^6) up to 1 TiB (2^40).
+inline constexpr unsigned kMinBlockShift = 6;
+inline constexpr unsigned kSizeClasses = 40 - kMinBlockShift + 1;
 
 struct SegmentHeader {
   std::uint64_t magic;                    // 0
@@ -44,13 +48,20 @@ struct SegmentHeader {
   alignas(64) std::atomic<std::uint64_t> heap_top;  // 128: next free heap byte
   std::uint8_t reserved2[64 - 8];
   platform::RobustMutex registry_mutex;   // 192: serialises object creation
-  std::uint8_t reserved3[1024 - 256];     // room for later layouts' fields
+  platform::RobustMutex block_mutex;      // 256: serialises the free lists
+  // 320: free_heads[c] is the offset of the first free block of 2^(c+6)
+  // bytes (0 = empty); a free block's first 8 bytes hold the next offset.
+  // Push and pop are each one store to a head, so a holder killed midway
+  // leaves every list well formed (at worst one block leaked).
+  std::atomic<std::uint64_t> free_heads[kSizeClasses];
+  std::uint8_t reserved3[1024 - 320 - 8 * kSizeClasses];  // room for later layouts' fields
 };
 static_assert(std::is_standard_layout_v<SegmentHeader>);
 static_assert(sizeof(SegmentHeader) == 1024);
 static_assert(offsetof(SegmentHeader, layout_version) == 8);
 static_assert(offsetof(SegmentHeader, heap_top) == 128);
 static_assert(offsetof(SegmentHeader, registry_mutex) == 192);
+static_assert(offsetof(SegmentHeader, free_heads) == 320);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
 // free -> reserving(owner) -> ready; ready is final (objects are never deleted),

@@ -128,7 +128,8 @@ void init_header(SegmentHeader& h, const SegmentOptions& o) {
   h.heap_begin = detail::align_up(h.registry_offset + std::uint64_t{o.max_objects} * detail::kRegistryEntrySize, 64);
   h.heap_top.store(h.heap_begin, std::memory_order_relaxed);
   h.registry_mutex.init();
-  // Registry entries are zero (= free) from ftruncate.
+  h.block_mutex.init();
+  // Registry entries (free) and free-list heads (empty) are zero from ftruncate.
 }
 
 // fstat + header check + map, or reuse this process's mapping of the file.

@@ -52,6 +52,20 @@ struct SegmentImpl {
   // SegmentFull naming `object`, with requested and free bytes.
   std::uint64_t allocate(std::uint64_t bytes, std::uint64_t align, std::string_view object);
 
+  // Recyclable blocks for variable-size data (atom values). A block of class c
+  // holds 2^(c+6) bytes and is 64-aligned. allocate_block returns the offset
+  // and sets *capacity; it pops the class's free list or bump-allocates.
+  // Throws SegmentFull naming `object`. free_block pushes the block back;
+  // REQUIRES: offset/capacity came from allocate_block and nobody will write
+  // the block again (stale readers may still read it: they must validate).
+  std::uint64_t allocate_block(std::uint64_t bytes, std::uint64_t* capacity, std::string_view object);
+  void free_block(std::uint64_t offset, std::uint64_t capacity) noexcept;
+
+  // True if [offset, offset + bytes) lies inside the heap.
+  bool in_heap(std::uint64_t offset, std::uint64_t bytes) const noexcept {
+    return offset >= header->heap_begin && offset <= size && bytes <= size - offset;
+  }
+
   // Validated access to an object's state struct: the slot must be big enough
   // and aligned, and its ObjectHeader must carry the slot's kind and `version`.
   template <class State>

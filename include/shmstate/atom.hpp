@@ -1,0 +1,154 @@
+// shmstate/atom.hpp: Clojure-style atoms holding JSON values, shared by processes.
+//
+// An Atom holds one boost::json::value in a segment. Any process may read it
+// (deref) or change it (swap, reset, compare_and_set); every change makes a
+// new version, numbered from 0 (the initial value) up by one per change.
+//
+// Crash safety. Readers never block and can never be blocked by a writer,
+// alive or dead. Writers serialise on a robust mutex; a writer killed at any
+// instant leaves the atom at exactly the old value or exactly the new one
+// (never a mix, always valid JSON), and the next writer goes on. How: the value
+// lives in two buffers and one atomic word says (version, active buffer); a
+// writer serialises into the inactive buffer and publishes with one store.
+// Nothing in the published state can be half-written.
+//
+// Memory ordering. A deref() that returns version v sees exactly the value
+// published as v, and everything the publishing process wrote before its
+// change (release/acquire on the published word).
+//
+// Thread safety. Handles are cheap to copy (one shared_ptr) and every member
+// function may be called from any thread. All handles to one atom inside one
+// process share a parsed-value cache, the watches and the validator.
+//
+// Per-process parts. Watches and validators are functions, so they belong to
+// the process that registered them: a validator checks the changes this
+// process makes; watches see the changes every process makes. Neither is
+// inherited by a fork()ed child.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include <boost/json/value.hpp>
+
+#include <shmstate/segment.hpp>
+
+namespace shmstate {
+
+namespace detail {
+class AtomCore;
+}
+
+class Atom;
+
+// What a watch is told about one change, or several coalesced ones.
+struct WatchEvent {
+  const std::string& key;
+  Atom& atom;
+  const boost::json::value& old_value;  // the value at old_version
+  const boost::json::value& new_value;  // the value at new_version
+  std::uint64_t old_version;
+  std::uint64_t new_version;
+  // True if this event stands for several changes (new_version - old_version > 1):
+  // the watcher fell behind another process's writes and sees only the ends.
+  bool coalesced() const noexcept { return new_version - old_version > 1; }
+  // True if this process made the change (delivered synchronously by the writer).
+  bool own;
+};
+
+class Atom {
+ public:
+  using Value = std::shared_ptr<const boost::json::value>;
+  using Fn = std::function<boost::json::value(const boost::json::value&)>;
+  using WatchFn = std::function<void(const WatchEvent&)>;
+  using ClojureWatchFn = std::function<void(const std::string& key, Atom& atom, const boost::json::value& old_value,
+                                            const boost::json::value& new_value)>;
+  using Validator = std::function<bool(const boost::json::value&)>;
+
+  // The current value. An unchanged value costs one atomic load and a cache
+  // hit (no parse, no copy of the JSON: the Value is shared and immutable).
+  // Throws Corrupt if the segment holds bytes that are not valid JSON.
+  Value deref() const;
+
+  // The current version: 0 for the initial value, +1 per change.
+  std::uint64_t version() const noexcept;
+
+  // Clojure's swap!: reads the value, calls f outside any lock, and commits
+  // f's result only if no other writer committed meanwhile; else retries with
+  // the newer value. f may therefore run several times and must be pure.
+  // Returns the new value. An exception from f (or the validator rejecting
+  // f's result: Error(Rejected)) propagates and nothing changes. Throws
+  // SegmentFull if the new value does not fit (the old value stays).
+  boost::json::value swap(const Fn& f);
+  std::pair<boost::json::value, boost::json::value> swap_vals(const Fn& f);  // {old, new}
+
+  // Runs f exactly once while holding the atom's writer lock: for expensive or
+  // side-effecting f. Other writers wait; readers don't. If this process dies
+  // inside f, the value stays the old one and the next writer gets the lock.
+  boost::json::value swap_locked(const Fn& f);
+
+  // Sets the value unconditionally; returns it. reset_vals returns {old, new}.
+  boost::json::value reset(boost::json::value value);
+  std::pair<boost::json::value, boost::json::value> reset_vals(boost::json::value value);
+
+  // Sets `desired` if the current value equals `expected` as JSON (objects
+  // compare regardless of key order). Returns whether it did.
+  bool compare_and_set(const boost::json::value& expected, boost::json::value desired);
+
+  // Registers fn under key (replacing one with the same key). fn runs after
+  // every successful change by any process: for this process's own changes
+  // synchronously in the writing thread, after the change is published and
+  // the lock released; for other processes' changes on this process's
+  // dispatcher thread. Events for one atom are delivered one at a time and in
+  // version order; consecutive events chain (each old_version is the previous
+  // new_version). An exception from a watch is swallowed; the others still run.
+  void add_watch(std::string key, WatchFn fn);
+  void add_watch(std::string key, ClojureWatchFn fn);
+  // Removing a missing key is fine. A watch being run may still finish.
+  void remove_watch(std::string_view key);
+
+  // Values this process writes must satisfy fn (nullptr removes it); a
+  // rejected value is Error(Rejected) and nothing changes. Also checked
+  // against the current value when set, as Clojure does.
+  void set_validator(Validator fn);
+
+  // Blocks until version() > since_version (true) or the timeout passes
+  // (false). Wakes on a change by any process, without polling.
+  bool wait_for_change(std::uint64_t since_version, std::chrono::nanoseconds timeout) const;
+
+  const std::string& name() const noexcept;
+  const std::string& segment_name() const noexcept;
+
+ private:
+  friend class Segment;
+  friend class detail::AtomCore;
+  explicit Atom(std::shared_ptr<detail::AtomCore> core) : core_(std::move(core)) {}
+  std::shared_ptr<detail::AtomCore> core_;
+};
+
+// The plain get/set/compare-and-set face of the same mechanism
+// (java.util.concurrent.atomic.AtomicReference, atomos' AtomicReference),
+// with JSON value equality. Kind "reference"; no watches or validators.
+class AtomicReference {
+ public:
+  boost::json::value get() const;
+  void set(boost::json::value value);
+  boost::json::value get_and_set(boost::json::value value);
+  bool compare_and_set(const boost::json::value& expected, boost::json::value desired);
+  std::uint64_t version() const noexcept;
+
+  const std::string& name() const noexcept;
+  const std::string& segment_name() const noexcept;
+
+ private:
+  friend class Segment;
+  explicit AtomicReference(std::shared_ptr<detail::AtomCore> core) : core_(std::move(core)) {}
+  std::shared_ptr<detail::AtomCore> core_;
+};
+
+}  // namespace shmstate

@@ -1,0 +1,460 @@
+#include <shmstate/atom.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <thread>
+#include <vector>
+
+#include <boost/json.hpp>
+
+#include "platform/crash_point.hpp"
+#include "platform/system_error.hpp"
+#include "primitives/atom_core.hpp"
+
+namespace shmstate {
+
+namespace json = boost::json;
+
+namespace detail {
+
+namespace {
+
+// Writer locks this thread holds, to turn a self-deadlock (writing an atom
+// from inside its own swap_locked) into an error.
+thread_local std::vector<const AtomState*> t_held;
+
+class WriterLock {
+ public:
+  WriterLock(AtomState* state, const std::string& where) : state_(state) {
+    if (std::find(t_held.begin(), t_held.end(), state) != t_held.end())
+      throw Error(ErrorCode::InvalidArgument, where + ": this thread already holds the atom's writer lock "
+                                                      "(a write from inside swap_locked's function)");
+    lock_.emplace(state->writer, where, []() noexcept {
+      // Nothing to repair: a dead writer never published a partial value.
+    });
+    t_held.push_back(state);
+    SHMSTATE_CRASH_POINT("atom.after_lock");
+  }
+  ~WriterLock() { t_held.pop_back(); }
+  WriterLock(const WriterLock&) = delete;
+  WriterLock& operator=(const WriterLock&) = delete;
+
+ private:
+  AtomState* state_;
+  std::optional<platform::RobustLock> lock_;
+};
+
+std::string shortened(const json::value& v) {
+  std::string s = json::serialize(v);
+  if (s.size() > 200) s = s.substr(0, 197) + "...";
+  return s;
+}
+
+// Process-wide map from (segment, offset) to the shared core.
+struct CoreRegistry {
+  std::mutex mu;
+  std::map<std::pair<const SegmentImpl*, std::uint64_t>, std::weak_ptr<AtomCore>> cores;
+};
+CoreRegistry& core_registry() {
+  static auto* r = new CoreRegistry();  // never destroyed: cores may outlive statics
+  return *r;
+}
+
+void init_atom_state(SegmentImpl& segment, std::byte* p, Kind kind, const std::string& bytes,
+                     std::string_view object) {
+  auto* s = new (p) AtomState;
+  s->header = {static_cast<std::uint32_t>(kind), kAtomLayoutVersion};
+  s->writer.init();
+  std::uint64_t capacity = 0;
+  std::uint64_t offset = segment.allocate_block(bytes.size(), &capacity, object);
+  std::memcpy(segment.base + offset, bytes.data(), bytes.size());
+  s->buffers[0].offset.store(offset, std::memory_order_relaxed);
+  s->buffers[0].capacity.store(capacity, std::memory_order_relaxed);
+  s->buffers[0].length.store(bytes.size(), std::memory_order_relaxed);
+  s->current.store(0, std::memory_order_release);
+}
+
+std::shared_ptr<AtomCore> open_core(SegmentImpl& segment, std::string_view name, Kind kind,
+                                    const json::value* initial) {
+  ObjectSlot slot;
+  if (initial != nullptr) {
+    std::string bytes = json::serialize(*initial);
+    slot = segment.find_or_create(name, kind, sizeof(AtomState), alignof(AtomState),
+                                  [&](std::byte* p) { init_atom_state(segment, p, kind, bytes, name); });
+  } else {
+    slot = segment.find_existing(name, kind);
+  }
+  segment.state_of<AtomState>(slot, kAtomLayoutVersion);  // validates kind, size, layout version
+  return AtomCore::get(segment, slot);
+}
+
+}  // namespace
+
+std::shared_ptr<AtomCore> AtomCore::get(SegmentImpl& segment, const ObjectSlot& slot) {
+  auto& reg = core_registry();
+  std::lock_guard<std::mutex> g(reg.mu);
+  auto key = std::make_pair(static_cast<const SegmentImpl*>(&segment), slot.info.offset);
+  if (auto core = reg.cores[key].lock()) return core;
+  auto core = std::make_shared<AtomCore>(segment, reinterpret_cast<AtomState*>(slot.address), slot.info.name);
+  reg.cores[key] = core;
+  return core;
+}
+
+AtomCore::AtomCore(SegmentImpl& segment, AtomState* state, std::string object)
+    : segment_(segment), state_(state), object_(std::move(object)), owner_pid_(::getpid()) {}
+
+std::uint64_t AtomCore::version() const noexcept {
+  return atom_version(state_->current.load(std::memory_order_acquire));
+}
+
+AtomSnapshot AtomCore::read() const {
+  for (unsigned attempt = 0;; ++attempt) {
+    std::uint64_t word = state_->current.load(std::memory_order_acquire);
+    {
+      std::lock_guard<std::mutex> g(cache_mu_);
+      if (word == cache_word_) return {atom_version(word), cache_value_};
+    }
+    const AtomBuffer& b = state_->buffers[atom_buffer(word)];
+    std::uint64_t offset = b.offset.load(std::memory_order_relaxed);
+    std::uint64_t capacity = b.capacity.load(std::memory_order_relaxed);
+    std::uint64_t length = b.length.load(std::memory_order_relaxed);
+    // Stale numbers from a racing writer are possible; out-of-mapping reads are not.
+    bool sane = length > 0 && length <= capacity && segment_.in_heap(offset, capacity);
+    std::string bytes;
+    if (sane) bytes.assign(reinterpret_cast<const char*>(segment_.base + offset), length);
+    // The copy must be complete before we re-check the word (seqlock read side).
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (state_->current.load(std::memory_order_relaxed) != word) {
+      if (attempt > 64) std::this_thread::yield();
+      continue;  // a writer published meanwhile: the copy may be torn
+    }
+    if (!sane)
+      throw Error(ErrorCode::Corrupt, where() + ": value buffer of version " + std::to_string(atom_version(word)) +
+                                          " lies outside the heap");
+    boost::system::error_code ec;
+    json::value parsed = json::parse(bytes, ec);
+    if (ec)
+      throw Error(ErrorCode::Corrupt, where() + ": version " + std::to_string(atom_version(word)) +
+                                          " is not valid JSON (" + ec.message() + ")");
+    auto value = std::make_shared<const json::value>(std::move(parsed));
+    std::lock_guard<std::mutex> g(cache_mu_);
+    if (cache_word_ == ~std::uint64_t{0} || atom_version(word) > atom_version(cache_word_)) {
+      cache_word_ = word;
+      cache_value_ = value;
+    }
+    return {atom_version(word), std::move(value)};
+  }
+}
+
+void AtomCore::validate(const json::value& v) const {
+  std::shared_ptr<Atom::Validator> validator;
+  {
+    std::lock_guard<std::mutex> g(const_cast<std::mutex&>(watch_mu_));
+    if (owner_pid_ == ::getpid()) validator = validator_;
+  }
+  if (validator && !(*validator)(v))
+    throw Error(ErrorCode::Rejected, where() + ": the validator rejected " + shortened(v));
+}
+
+std::uint64_t AtomCore::publish_locked(const std::string& bytes) {
+  std::uint64_t word = state_->current.load(std::memory_order_relaxed);  // only writers store it
+  unsigned target = atom_buffer(word) ^ 1;
+  AtomBuffer& b = state_->buffers[target];
+  std::uint64_t length = bytes.size();
+  std::uint64_t offset = b.offset.load(std::memory_order_relaxed);
+  std::uint64_t capacity = b.capacity.load(std::memory_order_relaxed);
+  if (offset == 0 || capacity < length || !segment_.in_heap(offset, capacity)) {
+    // Grow by doubling (amortised). SegmentFull is thrown before anything changed.
+    std::uint64_t new_capacity = 0;
+    std::uint64_t new_offset = segment_.allocate_block(std::max(length, capacity * 2), &new_capacity, object_);
+    // Capacity 0 first: a writer killed between these stores leaves a
+    // descriptor that merely looks too small (the next writer reallocates and
+    // leaks at most these blocks), never one that overstates a block.
+    b.capacity.store(0, std::memory_order_relaxed);
+    b.offset.store(new_offset, std::memory_order_relaxed);
+    b.capacity.store(new_capacity, std::memory_order_relaxed);
+    SHMSTATE_CRASH_POINT("atom.after_allocate");
+    if (offset != 0 && capacity != 0 && segment_.in_heap(offset, capacity)) segment_.free_block(offset, capacity);
+    offset = new_offset;
+  }
+  std::memcpy(segment_.base + offset, bytes.data(), length);
+  b.length.store(length, std::memory_order_relaxed);
+  SHMSTATE_CRASH_POINT("atom.after_write");
+  std::uint64_t next = ((atom_version(word) + 1) << 1) | target;
+  state_->current.store(next, std::memory_order_release);
+  SHMSTATE_CRASH_POINT("atom.after_publish");
+  return atom_version(next);
+}
+
+bool AtomCore::watching_here() const noexcept {
+  return has_watches_.load(std::memory_order_acquire) && owner_pid_ == ::getpid();
+}
+
+void AtomCore::note_pending_own(std::uint64_t version) {
+  if (!watching_here()) return;
+  std::lock_guard<std::mutex> g(watch_mu_);
+  pending_own_.insert(version);
+}
+
+void AtomCore::forget_pending_own(std::uint64_t version) {
+  std::lock_guard<std::mutex> g(watch_mu_);
+  pending_own_.erase(version);
+}
+
+void AtomCore::commit_locked(std::uint64_t old_version, const Atom::Value& value, const std::string& bytes) {
+  note_pending_own(old_version + 1);
+  try {
+    publish_locked(bytes);
+  } catch (...) {
+    forget_pending_own(old_version + 1);
+    throw;
+  }
+  std::lock_guard<std::mutex> g(cache_mu_);
+  cache_word_ = state_->current.load(std::memory_order_relaxed);
+  cache_value_ = value;
+}
+
+void AtomCore::after_commit(const AtomSnapshot& old, const Atom::Value& value) {
+  state_->changes.notify_all();
+  deliver_own(old, value);
+}
+
+std::pair<json::value, json::value> AtomCore::swap(const Atom::Fn& f) {
+  for (;;) {
+    AtomSnapshot snap = read();
+    auto value = std::make_shared<const json::value>(f(*snap.value));
+    validate(*value);
+    std::string bytes = json::serialize(*value);
+    {
+      WriterLock lock(state_, where());
+      if (version() != snap.version) continue;  // another writer won: retry with its value
+      commit_locked(snap.version, value, bytes);
+    }
+    after_commit(snap, value);
+    return {*snap.value, *value};
+  }
+}
+
+std::pair<json::value, json::value> AtomCore::swap_locked(const Atom::Fn& f) {
+  AtomSnapshot old;
+  Atom::Value value;
+  {
+    WriterLock lock(state_, where());
+    old = read();  // stable: we are the only writer
+    value = std::make_shared<const json::value>(f(*old.value));
+    validate(*value);
+    std::string bytes = json::serialize(*value);
+    commit_locked(old.version, value, bytes);
+  }
+  after_commit(old, value);
+  return {*old.value, *value};
+}
+
+std::pair<json::value, json::value> AtomCore::reset(json::value new_value) {
+  // reset is swap_locked with a constant function: validated and serialized
+  // outside the lock, so the lock is held only to copy bytes.
+  auto value = std::make_shared<const json::value>(std::move(new_value));
+  validate(*value);
+  std::string bytes = json::serialize(*value);
+  AtomSnapshot old;
+  {
+    WriterLock lock(state_, where());
+    old = read();
+    commit_locked(old.version, value, bytes);
+  }
+  after_commit(old, value);
+  return {*old.value, *value};
+}
+
+bool AtomCore::compare_and_set(const json::value& expected, json::value desired) {
+  auto value = std::make_shared<const json::value>(std::move(desired));
+  bool validated = false;
+  std::string bytes;
+  for (;;) {
+    AtomSnapshot snap = read();
+    if (*snap.value != expected) return false;
+    if (!validated) {
+      validate(*value);
+      bytes = json::serialize(*value);
+      validated = true;
+    }
+    {
+      WriterLock lock(state_, where());
+      if (version() != snap.version) continue;  // changed since we compared: compare again
+      commit_locked(snap.version, value, bytes);
+    }
+    after_commit(snap, value);
+    return true;
+  }
+}
+
+bool AtomCore::wait_for_change(std::uint64_t since, std::chrono::nanoseconds timeout) const {
+  return state_->changes.wait_until([&] { return version() > since; }, deadline_after(timeout));
+}
+
+void AtomCore::add_watch(std::string key, Atom::WatchFn fn) {
+  auto fnp = std::make_shared<Atom::WatchFn>(std::move(fn));
+  bool first = false;
+  {
+    std::lock_guard<std::mutex> g(watch_mu_);
+    if (owner_pid_ != ::getpid()) {
+      // A fork()ed child: nothing of the parent's watch state applies here.
+      watches_.clear();
+      validator_.reset();
+      pending_own_.clear();
+      queue_.clear();
+      draining_ = false;
+      has_watches_.store(false);
+      owner_pid_ = ::getpid();
+    }
+    watches_[std::move(key)] = std::move(fnp);
+    first = !has_watches_.load();
+  }
+  if (first) {
+    AtomSnapshot snap = read();
+    {
+      std::lock_guard<std::mutex> g(watch_mu_);
+      delivered_version_ = snap.version;
+      delivered_value_ = snap.value;
+      has_watches_.store(true, std::memory_order_release);
+    }
+    dispatcher_watch(shared_from_this());
+  }
+}
+
+void AtomCore::remove_watch(std::string_view key) {
+  bool now_empty = false;
+  {
+    std::lock_guard<std::mutex> g(watch_mu_);
+    if (owner_pid_ != ::getpid()) return;
+    auto it = watches_.find(key);
+    if (it == watches_.end()) return;
+    watches_.erase(it);
+    now_empty = watches_.empty();
+    if (now_empty) has_watches_.store(false, std::memory_order_release);
+  }
+  if (now_empty) dispatcher_unwatch(this);
+}
+
+void AtomCore::set_validator(Atom::Validator fn) {
+  if (fn) {
+    AtomSnapshot snap = read();
+    if (!fn(*snap.value))
+      throw Error(ErrorCode::Rejected, where() + ": the validator rejects the current value " + shortened(*snap.value));
+  }
+  std::lock_guard<std::mutex> g(watch_mu_);
+  owner_pid_ = owner_pid_ == ::getpid() ? owner_pid_ : ::getpid();
+  validator_ = fn ? std::make_shared<Atom::Validator>(std::move(fn)) : nullptr;
+}
+
+void AtomCore::deliver_own(const AtomSnapshot& old, const Atom::Value& nv) {
+  if (!watching_here()) return;
+  std::unique_lock<std::mutex> lock(watch_mu_);
+  pending_own_.erase(old.version + 1);
+  if (delivered_version_ <= old.version) {
+    if (delivered_version_ < old.version)  // other processes' changes came first
+      queue_.push_back(Event{delivered_value_, old.value, delivered_version_, old.version, false});
+    queue_.push_back(Event{old.value, nv, old.version, old.version + 1, true});
+    delivered_version_ = old.version + 1;
+    delivered_value_ = nv;
+  }
+  drain(lock);
+  bool behind = version() > delivered_version_;
+  lock.unlock();
+  if (behind) dispatcher_poke();  // the dispatcher may have skipped them for us
+}
+
+void AtomCore::deliver_foreign() {
+  if (!watching_here()) return;
+  AtomSnapshot cur = read();
+  std::unique_lock<std::mutex> lock(watch_mu_);
+  if (cur.version <= delivered_version_) return;
+  // An own change in the range is delivered by its writer first, who pokes us.
+  auto it = pending_own_.upper_bound(delivered_version_);
+  if (it != pending_own_.end() && *it <= cur.version) return;
+  queue_.push_back(Event{delivered_value_, cur.value, delivered_version_, cur.version, false});
+  delivered_version_ = cur.version;
+  delivered_value_ = cur.value;
+  drain(lock);
+}
+
+void AtomCore::drain(std::unique_lock<std::mutex>& lock) {
+  if (draining_) return;  // that thread delivers ours next, in order
+  draining_ = true;
+  while (!queue_.empty()) {
+    Event e = std::move(queue_.front());
+    queue_.pop_front();
+    auto watches = watches_;
+    lock.unlock();
+    Atom atom(shared_from_this());
+    for (auto& [key, fn] : watches) {
+      try {
+        (*fn)(WatchEvent{key, atom, *e.old_value, *e.new_value, e.old_version, e.new_version, e.own});
+      } catch (...) {
+        // A throwing watch must not stop the others or the writer.
+      }
+    }
+    lock.lock();
+  }
+  draining_ = false;
+}
+
+}  // namespace detail
+
+// ---- Atom ----
+
+Atom::Value Atom::deref() const { return core_->read().value; }
+std::uint64_t Atom::version() const noexcept { return core_->version(); }
+json::value Atom::swap(const Fn& f) { return core_->swap(f).second; }
+std::pair<json::value, json::value> Atom::swap_vals(const Fn& f) { return core_->swap(f); }
+json::value Atom::swap_locked(const Fn& f) { return core_->swap_locked(f).second; }
+json::value Atom::reset(json::value value) { return core_->reset(std::move(value)).second; }
+std::pair<json::value, json::value> Atom::reset_vals(json::value value) { return core_->reset(std::move(value)); }
+bool Atom::compare_and_set(const json::value& expected, json::value desired) {
+  return core_->compare_and_set(expected, std::move(desired));
+}
+void Atom::add_watch(std::string key, WatchFn fn) { core_->add_watch(std::move(key), std::move(fn)); }
+void Atom::add_watch(std::string key, ClojureWatchFn fn) {
+  core_->add_watch(std::move(key), [fn = std::move(fn)](const WatchEvent& e) {
+    fn(e.key, e.atom, e.old_value, e.new_value);
+  });
+}
+void Atom::remove_watch(std::string_view key) { core_->remove_watch(key); }
+void Atom::set_validator(Validator fn) { core_->set_validator(std::move(fn)); }
+bool Atom::wait_for_change(std::uint64_t since_version, std::chrono::nanoseconds timeout) const {
+  return core_->wait_for_change(since_version, timeout);
+}
+const std::string& Atom::name() const noexcept { return core_->object(); }
+const std::string& Atom::segment_name() const noexcept { return core_->segment_name(); }
+
+// ---- AtomicReference ----
+
+json::value AtomicReference::get() const { return *core_->read().value; }
+void AtomicReference::set(json::value value) { core_->reset(std::move(value)); }
+json::value AtomicReference::get_and_set(json::value value) { return core_->reset(std::move(value)).first; }
+bool AtomicReference::compare_and_set(const json::value& expected, json::value desired) {
+  return core_->compare_and_set(expected, std::move(desired));
+}
+std::uint64_t AtomicReference::version() const noexcept { return core_->version(); }
+const std::string& AtomicReference::name() const noexcept { return core_->object(); }
+const std::string& AtomicReference::segment_name() const noexcept { return core_->segment_name(); }
+
+// ---- Segment factories ----
+
+Atom Segment::atom(std::string_view name, const json::value& initial) {
+  return Atom(detail::open_core(*impl_, name, Kind::Atom, &initial));
+}
+Atom Segment::open_atom(std::string_view name) const {
+  return Atom(detail::open_core(*impl_, name, Kind::Atom, nullptr));
+}
+AtomicReference Segment::atomic_reference(std::string_view name, const json::value& initial) {
+  return AtomicReference(detail::open_core(*impl_, name, Kind::Reference, &initial));
+}
+AtomicReference Segment::open_atomic_reference(std::string_view name) const {
+  return AtomicReference(detail::open_core(*impl_, name, Kind::Reference, nullptr));
+}
+
+}  // namespace shmstate

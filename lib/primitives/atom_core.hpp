@@ -1,0 +1,109 @@
+// The process-local side of one atom: every handle to it in this process
+// shares one AtomCore (value cache, watches, validator, delivery queue).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include <boost/json/value.hpp>
+
+#include <shmstate/atom.hpp>
+
+#include "primitives/atom_state.hpp"
+#include "segment/segment_impl.hpp"
+
+namespace shmstate::detail {
+
+struct AtomSnapshot {
+  std::uint64_t version;
+  Atom::Value value;
+};
+
+class AtomCore : public std::enable_shared_from_this<AtomCore> {
+ public:
+  // The core for the object in `slot`, shared by all handles in this process.
+  static std::shared_ptr<AtomCore> get(SegmentImpl& segment, const ObjectSlot& slot);
+
+  AtomCore(SegmentImpl& segment, AtomState* state, std::string object);
+
+  // Lock-free consistent read, parsed once per version per process.
+  AtomSnapshot read() const;
+  std::uint64_t version() const noexcept;
+
+  // The Atom operations; see atom.hpp for contracts.
+  std::pair<boost::json::value, boost::json::value> swap(const Atom::Fn& f);
+  std::pair<boost::json::value, boost::json::value> swap_locked(const Atom::Fn& f);
+  std::pair<boost::json::value, boost::json::value> reset(boost::json::value value);
+  bool compare_and_set(const boost::json::value& expected, boost::json::value desired);
+  bool wait_for_change(std::uint64_t since, std::chrono::nanoseconds timeout) const;
+
+  void add_watch(std::string key, Atom::WatchFn fn);
+  void remove_watch(std::string_view key);
+  void set_validator(Atom::Validator fn);
+
+  // Dispatcher side: delivers other processes' changes up to the current
+  // version, if no own change is pending in between.
+  void deliver_foreign();
+  EventCount& changes() noexcept { return state_->changes; }
+
+  const std::string& object() const noexcept { return object_; }
+  const std::string& segment_name() const noexcept { return segment_.name; }
+
+ private:
+  struct Event {
+    Atom::Value old_value, new_value;
+    std::uint64_t old_version, new_version;
+    bool own;
+  };
+
+  std::string where() const { return segment_.where(object_); }
+  void validate(const boost::json::value& v) const;
+  // Holding the writer lock: writes `bytes` into the inactive buffer and
+  // publishes version+1. Returns the new version. Throws SegmentFull.
+  std::uint64_t publish_locked(const std::string& bytes);
+  // Holding the writer lock: publishes `bytes` as version old_version + 1,
+  // tells the watch machinery first, and caches `value` as the new version.
+  void commit_locked(std::uint64_t old_version, const Atom::Value& value, const std::string& bytes);
+  // After the lock is released: wakes waiters and runs this process's watches.
+  void after_commit(const AtomSnapshot& old, const Atom::Value& value);
+  // Delivers this process's change old_version -> old_version + 1.
+  void deliver_own(const AtomSnapshot& old, const Atom::Value& new_value);
+  void note_pending_own(std::uint64_t version);
+  void forget_pending_own(std::uint64_t version);
+  // Appends events and, unless another thread is delivering, runs them.
+  void drain(std::unique_lock<std::mutex>& lock);
+  bool watching_here() const noexcept;
+
+  SegmentImpl& segment_;
+  AtomState* state_;
+  std::string object_;
+
+  mutable std::mutex cache_mu_;
+  mutable std::uint64_t cache_word_ = ~std::uint64_t{0};
+  mutable Atom::Value cache_value_;
+
+  // Watch state; all guarded by watch_mu_.
+  std::mutex watch_mu_;
+  std::map<std::string, std::shared_ptr<Atom::WatchFn>, std::less<>> watches_;
+  std::shared_ptr<Atom::Validator> validator_;
+  std::atomic<bool> has_watches_{false};
+  pid_t owner_pid_;
+  std::uint64_t delivered_version_ = 0;
+  Atom::Value delivered_value_;
+  std::set<std::uint64_t> pending_own_;
+  std::deque<Event> queue_;
+  bool draining_ = false;
+};
+
+// The process's watch dispatcher thread (started with the first watch).
+void dispatcher_watch(std::shared_ptr<AtomCore> core);
+void dispatcher_unwatch(const AtomCore* core);
+void dispatcher_poke() noexcept;
+
+}  // namespace shmstate::detail

@@ -1,0 +1,52 @@
+// The shared state of an Atom or AtomicReference (layout version 1).
+//
+//   current     (version << 1) | active buffer. Only writers holding `writer`
+//               store it, with release; readers load it with acquire before and
+//               after copying the active buffer, and retry if it moved.
+//   changes     event count: bumped after each publish when anyone waits.
+//   buffers[2]  where each value buffer lives in the heap. Only the inactive
+//               buffer's fields are ever written, so the active one is stable
+//               while `current` is unchanged. Atomic fields (relaxed) so that a
+//               reader racing a writer reads stale numbers, never torn ones;
+//               it bounds-checks them before copying and the version re-check
+//               discards the copy.
+//   writer      robust mutex serialising writers. Nothing needs repair after a
+//               writer dies: until the one store to `current`, the published
+//               state is untouched.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include <shmstate/detail/event_count.hpp>
+#include <shmstate/detail/object_header.hpp>
+
+#include "platform/robust_mutex.hpp"
+
+namespace shmstate::detail {
+
+inline constexpr std::uint32_t kAtomLayoutVersion = 1;
+
+struct AtomBuffer {
+  std::atomic<std::uint64_t> offset;    // of the block, from the segment start; 0 = none
+  std::atomic<std::uint64_t> capacity;  // bytes of the block (a power of two)
+  std::atomic<std::uint64_t> length;    // bytes of serialized JSON in it
+};
+
+struct alignas(64) AtomState {
+  ObjectHeader header;                 // 0
+  std::atomic<std::uint64_t> current;  // 8
+  EventCount changes;                  // 16
+  std::uint64_t reserved0;             // 24
+  AtomBuffer buffers[2];               // 32
+  std::uint8_t reserved1[128 - 80];    // 80
+  platform::RobustMutex writer;        // 128
+};
+static_assert(sizeof(AtomState) == 192);
+static_assert(offsetof(AtomState, writer) == 128);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+
+constexpr std::uint64_t atom_version(std::uint64_t word) { return word >> 1; }
+constexpr unsigned atom_buffer(std::uint64_t word) { return static_cast<unsigned>(word & 1); }
+
+}  // namespace shmstate::detail

@@ -1,0 +1,110 @@
+// The per-process thread that delivers other processes' atom changes to this
+// process's watches. It sleeps on the event counts of every watched atom at
+// once (futex_waitv) plus a process-local "epoch" word that is bumped when the
+// watched set changes or a writer asks for a re-check.
+#include <unistd.h>
+
+#include <algorithm>
+#include <thread>
+#include <vector>
+
+#include "platform/futex.hpp"
+#include "primitives/atom_core.hpp"
+
+namespace shmstate::detail {
+
+namespace {
+
+struct Dispatcher {
+  explicit Dispatcher(pid_t p) : pid(p) {}
+  pid_t pid;
+  std::mutex mu;
+  std::vector<std::shared_ptr<AtomCore>> watched;
+  std::atomic<std::uint32_t> epoch{0};
+  bool started = false;
+};
+
+// One per process. After fork() the child's copy may hold a mutex locked by a
+// thread that does not exist there, so a child makes a fresh one (and leaks
+// the copy). Never destroyed: the thread may outlive static destruction.
+Dispatcher& dispatcher() {
+  static std::atomic<Dispatcher*> current{nullptr};
+  pid_t self = ::getpid();
+  Dispatcher* d = current.load(std::memory_order_acquire);
+  while (d == nullptr || d->pid != self) {
+    auto* fresh = new Dispatcher(self);
+    if (current.compare_exchange_strong(d, fresh, std::memory_order_acq_rel)) return *fresh;
+    delete fresh;  // another thread installed one; d now holds it
+  }
+  return *d;
+}
+
+void run(Dispatcher* d) {
+  std::vector<std::shared_ptr<AtomCore>> cores;
+  std::vector<const std::atomic<std::uint32_t>*> words;
+  std::vector<std::uint32_t> seen;
+  for (;;) {
+    std::uint32_t epoch = d->epoch.load(std::memory_order_seq_cst);
+    {
+      std::lock_guard<std::mutex> g(d->mu);
+      cores = d->watched;
+    }
+    words.assign(1, &d->epoch);
+    seen.assign(1, epoch);
+    // Read each sequence before checking its atom: a change after the check
+    // moves the sequence, so the wait below returns at once (event count).
+    for (auto& c : cores) {
+      words.push_back(&c->changes().seq);
+      seen.push_back(c->changes().seq.load(std::memory_order_seq_cst));
+    }
+    for (auto& c : cores) {
+      try {
+        c->deliver_foreign();
+      } catch (...) {
+        // A damaged atom must not stop deliveries for the others.
+      }
+    }
+    platform::futex_wait_any(words.data(), seen.data(), static_cast<unsigned>(words.size()), kWaitSlice);
+  }
+}
+
+void bump(Dispatcher& d) noexcept {
+  d.epoch.fetch_add(1, std::memory_order_seq_cst);
+  platform::futex_wake(d.epoch, 1);
+}
+
+}  // namespace
+
+void dispatcher_watch(std::shared_ptr<AtomCore> core) {
+  Dispatcher& d = dispatcher();
+  {
+    std::lock_guard<std::mutex> g(d.mu);
+    if (std::none_of(d.watched.begin(), d.watched.end(), [&](auto& c) { return c == core; })) {
+      // Counted as a waiter for as long as it is watched, so writers in any
+      // process wake us (EventCount protocol).
+      core->changes().waiters.fetch_add(1, std::memory_order_seq_cst);
+      d.watched.push_back(std::move(core));
+    }
+    if (!d.started) {
+      std::thread(run, &d).detach();
+      d.started = true;
+    }
+  }
+  bump(d);
+}
+
+void dispatcher_unwatch(const AtomCore* core) {
+  Dispatcher& d = dispatcher();
+  {
+    std::lock_guard<std::mutex> g(d.mu);
+    auto it = std::find_if(d.watched.begin(), d.watched.end(), [&](auto& c) { return c.get() == core; });
+    if (it == d.watched.end()) return;
+    (*it)->changes().waiters.fetch_sub(1, std::memory_order_seq_cst);
+    d.watched.erase(it);
+  }
+  bump(d);
+}
+
+void dispatcher_poke() noexcept { bump(dispatcher()); }
+
+}  // namespace shmstate::detail
