@@ -1,1 +1,175 @@
-int main() { return 1; }  // placeholder, being written
+// shmstate-demo: several processes share one segment.
+//
+// Usage: shmstate-demo [SEGMENT]   (default "shmstate-demo")
+//
+// Forks worker processes that count into a shared Atomic<std::int64_t>,
+// accumulate a shared double and start together on a shared bool, and a
+// supervisor process that sleeps in wait_while_equal until the count is
+// complete. Leaves the segment in place so `shmstate dump SEGMENT` can show it
+// (tools/demo.sh does, then removes it). Each part is a small function so later
+// examples (the atomos chat server) can be added beside it.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <shmstate/atomic.hpp>
+#include <shmstate/segment.hpp>
+
+namespace {
+
+using namespace std::chrono_literals;
+using shmstate::Atomic;
+using shmstate::Segment;
+
+struct Plan {
+  int workers = 4;
+  int ops_per_worker = 5000;
+  double load_per_op = 0.25;  // a power of two: the sum is exact
+  std::int64_t total() const { return std::int64_t{workers} * ops_per_worker; }
+};
+
+// The shared objects, as handles every forked process inherits.
+struct Counters {
+  Atomic<std::int64_t> requests;
+  Atomic<bool> ready;
+  Atomic<double> load;
+  Atomic<std::int64_t> workers_done;
+};
+
+// A fresh segment under `name` (an old demo segment of that name is replaced).
+Segment fresh_segment(const std::string& name) {
+  if (Segment::remove(name)) std::printf("(removed an old segment '%s')\n", name.c_str());
+  return Segment::create(name, {.size = 64 * 1024, .mode = 0600, .max_objects = 16});
+}
+
+Counters create_counters(Segment& segment) {
+  return Counters{segment.atomic<std::int64_t>("requests", 0), segment.atomic<bool>("ready", false),
+                  segment.atomic<double>("load", 0.0), segment.atomic<std::int64_t>("workers_done", 0)};
+}
+
+// Forks a process that runs fn and exits with its result (1 if it throws).
+pid_t spawn(const std::function<int()>& fn) {
+  std::fflush(nullptr);  // nothing buffered is written twice
+  pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  int rc = 1;
+  try {
+    rc = fn();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "shmstate-demo: process %d: %s\n", ::getpid(), e.what());
+  }
+  std::fflush(nullptr);
+  ::_exit(rc);
+}
+
+// Waits for every pid; true if all exited with status 0.
+bool wait_all(const std::vector<pid_t>& pids) {
+  bool ok = true;
+  for (pid_t pid : pids) {
+    int status = 0;
+    if (::waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) ok = false;
+  }
+  return ok;
+}
+
+// Blocks (no polling) until `flag` is true; false if that takes over 10 s.
+bool await_true(const Atomic<bool>& flag) {
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!flag.get()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    flag.wait_while_equal(false, 100ms);
+  }
+  return true;
+}
+
+int worker(Counters c, const Plan& plan) {
+  if (!await_true(c.ready)) return 1;
+  for (int i = 0; i < plan.ops_per_worker; ++i) {
+    c.requests.add_and_get(1);
+    c.load.add_and_get(plan.load_per_op);
+  }
+  c.workers_done.add_and_get(1);
+  return 0;
+}
+
+// Sleeps until the workers' count reaches the total, waking only when some
+// process changes it; reports how often it woke.
+int supervisor(Counters c, const Plan& plan) {
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  std::int64_t seen = c.requests.get();
+  long wakeups = 0;
+  while (seen < plan.total()) {
+    if (std::chrono::steady_clock::now() > deadline) return 1;
+    if (c.requests.wait_while_equal(seen, 1s)) ++wakeups;
+    seen = c.requests.get();
+  }
+  std::printf("supervisor (pid %d): saw requests reach %lld after %ld wake-ups\n", ::getpid(),
+              static_cast<long long>(seen), wakeups);
+  return 0;
+}
+
+void explain(const std::string& name, const Plan& plan) {
+  std::printf(
+      "shmstate demo, segment '%s' (/dev/shm/%s)\n"
+      "  %d worker processes wait for the bool 'ready', then each does %d x\n"
+      "  requests.add_and_get(1) on an Atomic<int64_t> and load.add_and_get(%g) on an\n"
+      "  Atomic<double>. A supervisor process sleeps in requests.wait_while_equal()\n"
+      "  until the count reaches %lld: no polling, no lost updates.\n\n",
+      name.c_str(), name.c_str(), plan.workers, plan.ops_per_worker, plan.load_per_op,
+      static_cast<long long>(plan.total()));
+}
+
+// Prints the final values; true if they are exactly what the plan implies.
+bool report(const Counters& c, const Plan& plan, std::chrono::steady_clock::duration took) {
+  std::int64_t requests = c.requests.get();
+  double load = c.load.get();
+  double expected_load = static_cast<double>(plan.total()) * plan.load_per_op;
+  bool ok = requests == plan.total() && load == expected_load && c.workers_done.get() == plan.workers;
+  std::printf("result: requests = %lld (expected %lld), load = %.2f (expected %.2f), workers_done = %lld, "
+              "ready = %s\n",
+              static_cast<long long>(requests), static_cast<long long>(plan.total()), load, expected_load,
+              static_cast<long long>(c.workers_done.get()), c.ready.get() ? "true" : "false");
+  std::printf("%s in %.0f ms\n", ok ? "OK: every update from every process counted" : "MISMATCH",
+              std::chrono::duration<double, std::milli>(took).count());
+  return ok;
+}
+
+int run_counter_demo(const std::string& name) {
+  Plan plan;
+  Segment segment = fresh_segment(name);
+  Counters counters = create_counters(segment);
+  explain(name, plan);
+
+  auto start = std::chrono::steady_clock::now();
+  std::vector<pid_t> pids;
+  pids.push_back(spawn([&] { return supervisor(counters, plan); }));
+  for (int i = 0; i < plan.workers; ++i) pids.push_back(spawn([&] { return worker(counters, plan); }));
+  counters.ready.set(true);  // the start gun: wakes every waiting worker
+  bool children_ok = wait_all(pids);
+  bool values_ok = report(counters, plan, std::chrono::steady_clock::now() - start);
+  if (!children_ok) std::fprintf(stderr, "shmstate-demo: a child process failed\n");
+  return children_ok && values_ok ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
+    std::fprintf(stderr, "usage: shmstate-demo [SEGMENT]   (default: shmstate-demo)\n");
+    return 2;
+  }
+  std::string name = argc == 2 ? argv[1] : "shmstate-demo";
+  try {
+    return run_counter_demo(name);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "shmstate-demo: %s\n", e.what());
+    return 1;
+  }
+}

@@ -8,7 +8,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
-PACKAGES=(g++ libboost1.81-dev libboost-json1.81-dev doctest-dev meson ninja-build pkg-config python3)
+# jq: the CLI tests run the README's `shmstate swap ... -- jq` example with the real filter.
+PACKAGES=(g++ libboost1.81-dev libboost-json1.81-dev doctest-dev meson ninja-build pkg-config python3 jq)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,1 +1,470 @@
-int main() { return 1; }  // placeholder, being written
+// shmstate: look at and change shmstate segments from the shell.
+//
+// Thin by design (STYLE.md, LevelDB's leveldbutil): this file parses argv,
+// calls Segment and shmstate::inspect, prints, and maps errors to exit
+// statuses. Everything else lives in the library. Documented in docs/cli.md.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstdint>
+#include <cstring>
+#include <cstdio>
+#include <exception>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/json/value.hpp>
+
+#include <shmstate/inspect.hpp>
+#include <shmstate/segment.hpp>
+
+namespace {
+
+namespace inspect = shmstate::inspect;
+
+#ifndef SHMSTATE_VERSION
+#define SHMSTATE_VERSION "unknown"
+#endif
+
+enum Exit : int { kOk = 0, kError = 1, kUsage = 2, kNotFound = 3 };
+
+constexpr const char* kExitStatuses =
+    "exit status:\n"
+    "  0  success\n"
+    "  1  any other error (message on stderr)\n"
+    "  2  usage error (bad command, option or argument count)\n"
+    "  3  not found: no such segment or object\n";
+
+std::string kinds_text() {
+  std::string s;
+  for (auto k : inspect::creatable_kinds()) s += (s.empty() ? "" : ", ") + std::string(shmstate::kind_name(k));
+  return s;
+}
+
+// ---- the commands' own description ------------------------------------------
+
+struct Args;
+using Handler = int (*)(const Args&);
+
+struct Command {
+  std::string_view name;
+  std::string_view synopsis;   // after "shmstate NAME"
+  std::string_view summary;    // one line for the top-level usage
+  std::string_view details;    // for NAME --help
+  std::vector<std::string_view> flags;    // options without a value
+  std::vector<std::string_view> options;  // options taking a value
+  std::size_t positionals;
+  Handler run;
+  bool more = false;  // positionals is a minimum: the rest (after --) are a command
+};
+
+// The parsed command line of one command.
+struct Args {
+  const Command* command = nullptr;
+  std::vector<std::string> positional;
+  std::vector<std::pair<std::string, std::string>> options;  // in order; last one wins
+  bool help = false;
+
+  bool flag(std::string_view name) const {
+    for (const auto& [n, v] : options)
+      if (n == name) return true;
+    return false;
+  }
+  std::optional<std::string> option(std::string_view name) const {
+    std::optional<std::string> out;
+    for (const auto& [n, v] : options)
+      if (n == name) out = v;
+    return out;
+  }
+};
+
+struct UsageError {
+  std::string message;
+  const Command* command;  // whose synopsis to show, or null for the top level
+};
+
+const std::vector<Command>& commands();
+
+void print_top_usage(std::FILE* out) {
+  std::fprintf(out,
+               "usage: shmstate COMMAND [ARGS...]\n"
+               "       shmstate --help | --version\n"
+               "\n"
+               "Looks at and changes shmstate segments (named POSIX shared memory in /dev/shm).\n"
+               "Values go in and come out as JSON text, so scripts can pipe them through jq.\n"
+               "\n"
+               "commands:\n");
+  for (const auto& c : commands()) {
+    std::string head = std::string(c.name) + " " + std::string(c.synopsis);
+    if (head.size() > 32) head += "\n" + std::string(34, ' ');  // summary on its own line
+    std::fprintf(out, "  %-32s %s\n", head.c_str(), std::string(c.summary).c_str());
+  }
+  std::fprintf(out, "\n'shmstate COMMAND --help' describes a command.\n\n%s", kExitStatuses);
+}
+
+void print_command_usage(std::FILE* out, const Command& c) {
+  std::fprintf(out, "usage: shmstate %s %s\n\n%s\n", std::string(c.name).c_str(), std::string(c.synopsis).c_str(),
+               std::string(c.summary).c_str());
+  if (!c.details.empty()) std::fprintf(out, "\n%s", std::string(c.details).c_str());
+  if (c.name == "new") std::fprintf(out, "\nKIND is one of: %s.\n", kinds_text().c_str());
+  std::fprintf(out, "\n%s", kExitStatuses);
+}
+
+// "-5", "-.5", "-1e3" are values (negative numbers), not options.
+bool looks_like_option(std::string_view a) {
+  return a.size() >= 2 && a[0] == '-' && !(a[1] >= '0' && a[1] <= '9') && a[1] != '.';
+}
+
+Args parse_command(const Command& c, int argc, char** argv, int first) {
+  Args args;
+  args.command = &c;
+  bool options_done = false;
+  for (int i = first; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (options_done || !looks_like_option(a)) {
+      args.positional.emplace_back(a);
+      continue;
+    }
+    if (a == "--") {
+      options_done = true;
+      continue;
+    }
+    if (a == "--help" || a == "-h") {
+      args.help = true;
+      continue;
+    }
+    std::string name(a.substr(0, a.find('=')));
+    auto in = [&](const std::vector<std::string_view>& v) {
+      for (auto n : v)
+        if (n == name) return true;
+      return false;
+    };
+    if (in(c.flags) && name.size() == a.size()) {
+      args.options.emplace_back(name, "");
+    } else if (in(c.options)) {
+      if (name.size() < a.size()) {
+        args.options.emplace_back(name, std::string(a.substr(name.size() + 1)));
+      } else {
+        if (i + 1 >= argc) throw UsageError{"option " + name + " needs a value", &c};
+        args.options.emplace_back(name, argv[++i]);
+      }
+    } else {
+      throw UsageError{"unknown option '" + std::string(a) + "'", &c};
+    }
+  }
+  if (!args.help && (c.more ? args.positional.size() <= c.positionals : args.positional.size() != c.positionals))
+    throw UsageError{"expected " + std::to_string(c.positionals) + " argument" + (c.positionals == 1 ? "" : "s") +
+                         ", got " + std::to_string(args.positional.size()),
+                     &c};
+  return args;
+}
+
+// ---- option values ----------------------------------------------------------
+
+template <class T>
+T parse_number(const Args& a, std::string_view option, std::string_view text, int base) {
+  T v{};
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v, base);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty())
+    throw UsageError{"bad value '" + std::string(text) + "' for " + std::string(option), a.command};
+  return v;
+}
+
+// BYTES with an optional K, M or G suffix (KiB, MiB, GiB).
+std::size_t parse_size(const Args& a, std::string_view text) {
+  std::size_t shift = 0;
+  if (!text.empty()) {
+    switch (text.back()) {
+      case 'K': case 'k': shift = 10; break;
+      case 'M': case 'm': shift = 20; break;
+      case 'G': case 'g': shift = 30; break;
+      default: break;
+    }
+  }
+  auto n = parse_number<std::uint64_t>(a, "--size", shift ? text.substr(0, text.size() - 1) : text, 10);
+  if (n > (std::numeric_limits<std::size_t>::max() >> shift))
+    throw UsageError{"--size " + std::string(text) + " is too large", a.command};
+  return static_cast<std::size_t>(n) << shift;
+}
+
+// The `what` of inspect::parse_json: names segment, object and the text.
+std::string json_arg(std::string_view segment, std::string_view object, std::string_view role,
+                     std::string_view text) {
+  return "segment '" + std::string(segment) + "', object '" + std::string(object) + "': " + std::string(role) +
+         " '" + std::string(text) + "'";
+}
+
+void print_line(const std::string& s) {
+  std::fwrite(s.data(), 1, s.size(), stdout);
+  std::fputc('\n', stdout);
+}
+
+// ---- the commands -----------------------------------------------------------
+
+int cmd_list(const Args& a) {
+  auto segments = shmstate::Segment::list();
+  if (a.flag("--json"))
+    print_line(inspect::to_text(inspect::list_json(segments)));
+  else
+    std::fputs(inspect::list_text(segments).c_str(), stdout);
+  return kOk;
+}
+
+int cmd_dump(const Args& a) {
+  auto segment = shmstate::Segment::open(a.positional[0]);
+  if (a.flag("--json"))
+    print_line(inspect::to_text(inspect::dump_json(segment)));
+  else
+    std::fputs(inspect::dump_text(segment).c_str(), stdout);
+  return kOk;
+}
+
+int cmd_create(const Args& a) {
+  shmstate::SegmentOptions o;
+  if (auto v = a.option("--size")) o.size = parse_size(a, *v);
+  if (auto v = a.option("--mode")) o.mode = parse_number<unsigned>(a, "--mode", *v, 8);
+  if (auto v = a.option("--max-objects")) o.max_objects = parse_number<std::uint32_t>(a, "--max-objects", *v, 10);
+  shmstate::Segment::create(a.positional[0], o);
+  return kOk;
+}
+
+int cmd_rm(const Args& a) {
+  inspect::remove(a.positional[0]);
+  return kOk;
+}
+
+int cmd_new(const Args& a) {
+  const std::string& kind_text = a.positional[1];
+  std::optional<shmstate::Kind> kind;
+  for (auto k : inspect::creatable_kinds())
+    if (shmstate::kind_name(k) == kind_text) kind = k;
+  if (!kind) throw UsageError{"unknown kind '" + kind_text + "': KIND is one of " + kinds_text(), a.command};
+  boost::json::value initial;  // null: the kind's zero value
+  if (auto v = a.option("--init"))
+    initial = inspect::parse_json(*v, json_arg(a.positional[0], a.positional[2], "initial value", *v));
+  auto segment = shmstate::Segment::open(a.positional[0]);
+  inspect::create(segment, *kind, a.positional[2], initial);
+  return kOk;
+}
+
+int cmd_get(const Args& a) {
+  auto segment = shmstate::Segment::open(a.positional[0]);
+  print_line(inspect::to_text(inspect::get(segment, a.positional[1])));
+  return kOk;
+}
+
+int cmd_set(const Args& a) {
+  auto value = inspect::parse_json(a.positional[2], json_arg(a.positional[0], a.positional[1], "value", a.positional[2]));
+  auto segment = shmstate::Segment::open(a.positional[0]);
+  inspect::set(segment, a.positional[1], value);
+  return kOk;
+}
+
+int cmd_add(const Args& a) {
+  auto delta = inspect::parse_json(a.positional[2], json_arg(a.positional[0], a.positional[1], "delta", a.positional[2]));
+  auto segment = shmstate::Segment::open(a.positional[0]);
+  print_line(inspect::to_text(inspect::add(segment, a.positional[1], delta)));
+  return kOk;
+}
+
+
+// Runs argv with `input` on its stdin; returns its stdout. Throws
+// shmstate::Error if it cannot start, is killed, or exits non-zero (its
+// stderr passes through to ours). A poll loop feeds stdin while draining
+// stdout, so big values cannot deadlock on full pipes.
+std::string run_filter(const std::string& where, const std::vector<std::string>& argv, const std::string& input) {
+  auto fail = [&](const std::string& what) {
+    return shmstate::Error(shmstate::ErrorCode::Io, where + ": filter '" + argv[0] + "' " + what);
+  };
+  int in[2], out[2];
+  if (::pipe2(in, O_CLOEXEC) != 0) throw fail(std::string("pipe: ") + std::strerror(errno));
+  if (::pipe2(out, O_CLOEXEC) != 0) {
+    ::close(in[0]);
+    ::close(in[1]);
+    throw fail(std::string("pipe: ") + std::strerror(errno));
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  std::vector<char*> args;
+  for (const auto& s : argv) args.push_back(const_cast<char*>(s.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = -1;
+  int rc = ::posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), ::environ);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(in[0]);
+  ::close(out[1]);
+  if (rc != 0) {
+    ::close(in[1]);
+    ::close(out[0]);
+    throw fail(std::string("cannot run: ") + std::strerror(rc));
+  }
+  std::string output;
+  std::size_t written = 0;
+  int to_child = in[1];
+  if (input.empty()) {
+    ::close(to_child);
+    to_child = -1;
+  }
+  char buf[65536];
+  for (;;) {
+    pollfd fds[2] = {{out[0], POLLIN, 0}, {to_child, POLLOUT, 0}};
+    if (::poll(fds, to_child >= 0 ? 2 : 1, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (to_child >= 0 && (fds[1].revents & (POLLOUT | POLLERR | POLLHUP))) {
+      ssize_t n = ::write(to_child, input.data() + written, input.size() - written);
+      if (n > 0) written += static_cast<std::size_t>(n);
+      if (n < 0 && errno != EINTR && errno != EAGAIN) written = input.size();  // EPIPE: it stopped reading
+      if (written == input.size()) {
+        ::close(to_child);
+        to_child = -1;
+      }
+    }
+    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t n = ::read(out[0], buf, sizeof buf);
+      if (n > 0) output.append(buf, static_cast<std::size_t>(n));
+      else if (n == 0 || errno != EINTR) break;
+    }
+  }
+  if (to_child >= 0) ::close(to_child);
+  ::close(out[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFSIGNALED(status)) throw fail("was killed by signal " + std::to_string(WTERMSIG(status)) + "; value unchanged");
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw fail("exited with status " + std::to_string(WEXITSTATUS(status)) + "; value unchanged");
+  return output;
+}
+
+int cmd_swap(const Args& a) {
+  const std::string& seg = a.positional[0];
+  const std::string& name = a.positional[1];
+  std::vector<std::string> filter(a.positional.begin() + 2, a.positional.end());
+  ::signal(SIGPIPE, SIG_IGN);  // a filter that ignores stdin must not kill us
+  auto segment = shmstate::Segment::open(seg);
+  auto result = inspect::swap(segment, name, [&](const boost::json::value& current) {
+    std::string out = run_filter("segment '" + seg + "', object '" + name + "'", filter,
+                                 inspect::to_text(current) + "\n");
+    return inspect::parse_json(out, json_arg(seg, name, "output of filter '" + filter[0] + "':", out));
+  });
+  print_line(inspect::to_text(result));
+  return kOk;
+}
+
+const std::vector<Command>& commands() {
+  static const std::vector<Command> table = {
+      {"list", "[--json]", "list our segments in /dev/shm",
+       "Shows each shmstate segment with its size, used bytes, object count and creator\n"
+       "(pid, alive or dead). Files of other programs are skipped; a damaged segment is\n"
+       "listed with its problem. --json prints one JSON array (keys in docs/cli.md).\n",
+       {"--json"}, {}, 0, cmd_list},
+      {"dump", "SEG [--json]", "show a segment's header, allocator and objects",
+       "Prints the header, the allocator state and every object with its kind and value.\n"
+       "--json prints one JSON document (keys in docs/cli.md). A damaged segment is an\n"
+       "error (exit 1).\n",
+       {"--json"}, {}, 1, cmd_dump},
+      {"create", "SEG [--size BYTES] [--mode OCTAL] [--max-objects N]", "create a segment",
+       "  --size BYTES      total size; suffix K, M or G for KiB, MiB, GiB (default 1M)\n"
+       "  --mode OCTAL      permission bits, applied exactly whatever the umask;\n"
+       "                    must include 0600 (default 0600)\n"
+       "  --max-objects N   registry capacity, fixed at creation (default 256)\n"
+       "Fails if SEG exists.\n",
+       {}, {"--size", "--mode", "--max-objects"}, 1, cmd_create},
+      {"rm", "SEG", "remove a segment",
+       "Removes the name; processes that have the segment open keep using it. Refuses\n"
+       "to remove a file that is not a shmstate segment.\n",
+       {}, {}, 1, cmd_rm},
+      {"new", "SEG KIND NAME [--init JSON]", "create an object",
+       "  --init JSON   initial value (default: the kind's zero value)\n"
+       "Fails if NAME exists, whatever its kind.\n",
+       {}, {"--init"}, 3, cmd_new},
+      {"get", "SEG NAME", "print an object's value as JSON", "Prints one line of JSON.\n", {}, {}, 2, cmd_get},
+      {"set", "SEG NAME JSON", "set an object's value",
+       "JSON must fit the kind: true/false for bool, an integer for int64, a number for\n"
+       "double. Otherwise nothing changes (exit 1).\n",
+       {}, {}, 3, cmd_set},
+      {"add", "SEG NAME DELTA", "add to an int64 or double, print the new value",
+       "DELTA is a JSON number (negative subtracts). Prints the new value as JSON.\n", {}, {}, 3, cmd_add},
+      {"swap", "SEG NAME -- CMD [ARGS...]", "replace an atom's value with CMD's output, retrying on conflict",
+       "Runs CMD with the current value (one line of JSON) on its stdin and takes its\n"
+       "stdout, which must be one JSON value, as the new value. If another process changed\n"
+       "the value meanwhile, CMD runs again on the newer value (like Atom::swap: CMD may\n"
+       "run several times, so it should only compute). Works on atoms and references.\n"
+       "If CMD fails, is killed or prints invalid JSON, nothing changes (exit 1).\n"
+       "Prints the new value.\n"
+       "  example: shmstate swap jobs state -- jq -c '.conns += 1'\n",
+       {}, {}, 2, cmd_swap, true},
+  };
+  return table;
+}
+
+int usage_error(const UsageError& e) {
+  std::fprintf(stderr, "shmstate: %s\n", e.message.c_str());
+  if (e.command != nullptr)
+    std::fprintf(stderr, "usage: shmstate %s %s\n", std::string(e.command->name).c_str(),
+                 std::string(e.command->synopsis).c_str());
+  std::fprintf(stderr, "Try 'shmstate %s--help'.\n",
+               e.command != nullptr ? (std::string(e.command->name) + " ").c_str() : "");
+  return kUsage;
+}
+
+int run(int argc, char** argv) {
+  if (argc < 2) {
+    print_top_usage(stderr);
+    return kUsage;
+  }
+  std::string_view first = argv[1];
+  if (first == "--help" || first == "-h") {
+    print_top_usage(stdout);
+    return kOk;
+  }
+  if (first == "--version") {
+    std::printf("shmstate %s\n", SHMSTATE_VERSION);
+    return kOk;
+  }
+  for (const auto& c : commands()) {
+    if (c.name != first) continue;
+    Args args = parse_command(c, argc, argv, 2);
+    if (args.help) {
+      print_command_usage(stdout, c);
+      return kOk;
+    }
+    return c.run(args);
+  }
+  throw UsageError{"unknown command '" + std::string(first) + "'", nullptr};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int status = kError;
+  try {
+    status = run(argc, argv);
+  } catch (const UsageError& e) {
+    return usage_error(e);
+  } catch (const shmstate::Error& e) {
+    std::fprintf(stderr, "shmstate: %s\n", e.what());
+    return e.code() == shmstate::ErrorCode::NotFound ? kNotFound : kError;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "shmstate: %s\n", e.what());
+    return kError;
+  }
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    std::fprintf(stderr, "shmstate: writing to standard output failed\n");
+    return kError;
+  }
+  return status;
+}

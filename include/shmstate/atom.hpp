@@ -78,6 +78,14 @@ class Atom {
   // The current version: 0 for the initial value, +1 per change.
   std::uint64_t version() const noexcept;
 
+  // The value and its version, read together (deref() and version() called
+  // one after the other may straddle another process's change).
+  struct Versioned {
+    std::uint64_t version;
+    Value value;
+  };
+  Versioned deref_versioned() const;
+
   // Clojure's swap!: reads the value, calls f outside any lock, and commits
   // f's result only if no other writer committed meanwhile; else retries with
   // the newer value. f may therefore run several times and must be pure.
@@ -141,6 +149,8 @@ class AtomicReference {
   boost::json::value get_and_set(boost::json::value value);
   bool compare_and_set(const boost::json::value& expected, boost::json::value desired);
   std::uint64_t version() const noexcept;
+  // {version, value}, read together.
+  std::pair<std::uint64_t, boost::json::value> get_versioned() const;
 
   const std::string& name() const noexcept;
   const std::string& segment_name() const noexcept;

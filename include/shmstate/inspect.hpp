@@ -8,6 +8,7 @@
 // The JSON documents' keys are stable and listed in docs/cli.md.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,6 +48,12 @@ void create(const Segment& segment, Kind kind, std::string_view object, const bo
 // kind: the message names object, kind and the JSON given), KindMismatch for
 // kinds that have no plain value.
 void set(const Segment& segment, std::string_view object, const boost::json::value& value);
+
+// Replaces an atom's or reference's value with f(current), retrying with the
+// newer value if another writer won meanwhile (f may run several times).
+// Returns the new value. Throws NotFound, KindMismatch, whatever f throws.
+boost::json::value swap(const Segment& segment, std::string_view object,
+                        const std::function<boost::json::value(const boost::json::value&)>& f);
 
 // Adds `delta` to an int64 or double; returns the new value.
 boost::json::value add(const Segment& segment, std::string_view object, const boost::json::value& delta);

@@ -1,6 +1,7 @@
 // shmstate/shmstate.hpp: the whole public API.
 #pragma once
 
+#include <shmstate/atom.hpp>
 #include <shmstate/atomic.hpp>
 #include <shmstate/error.hpp>
 #include <shmstate/inspect.hpp>

@@ -6,10 +6,12 @@
 #include <cstdio>
 #include <ctime>
 #include <limits>
+#include <optional>
 #include <sstream>
 
 #include <boost/json.hpp>
 
+#include <shmstate/atom.hpp>
 #include <shmstate/atomic.hpp>
 
 #include "platform/system_error.hpp"
@@ -81,8 +83,23 @@ json::value value_of(const Segment& segment, const ObjectInfo& info) {
     case Kind::Bool: return segment.open_atomic<bool>(info.name).get();
     case Kind::Int64: return segment.open_atomic<std::int64_t>(info.name).get();
     case Kind::Double: return double_json(segment.open_atomic<double>(info.name).get());
+    case Kind::Atom: return *segment.open_atom(info.name).deref();
+    case Kind::Reference: return segment.open_atomic_reference(info.name).get();
     default: return nullptr;  // kinds without a plain value yet
   }
+}
+
+// {version, value} of an atom or reference, read together; nullopt for other kinds.
+std::optional<std::pair<std::uint64_t, json::value>> versioned(const Segment& segment, const ObjectInfo& info) {
+  if (info.kind != Kind::Atom && info.kind != Kind::Reference) return std::nullopt;
+  // A reference is an atom underneath (same state, another face); opening it
+  // as an Atom would be a KindMismatch, so read through the matching handle.
+  if (info.kind == Kind::Atom) {
+    auto v = segment.open_atom(info.name).deref_versioned();
+    return std::make_pair(v.version, *v.value);
+  }
+  auto ref = segment.open_atomic_reference(info.name);
+  return ref.get_versioned();
 }
 
 std::string shorten(std::string s, std::size_t max) {
@@ -159,7 +176,9 @@ std::string to_text(const json::value& value) {
   return out;
 }
 
-std::vector<Kind> creatable_kinds() { return {Kind::Bool, Kind::Int64, Kind::Double}; }
+std::vector<Kind> creatable_kinds() {
+  return {Kind::Bool, Kind::Int64, Kind::Double, Kind::Atom, Kind::Reference};
+}
 
 void remove(std::string_view segment) {
   if (!Segment::remove(segment))
@@ -180,6 +199,8 @@ void create(const Segment& segment, Kind kind, std::string_view object, const js
     case Kind::Bool: s.atomic<bool>(object, zero ? false : to_bool(s, object, kind, initial)); return;
     case Kind::Int64: s.atomic<std::int64_t>(object, zero ? 0 : to_int64(s, object, kind, initial)); return;
     case Kind::Double: s.atomic<double>(object, zero ? 0.0 : to_double(s, object, kind, initial)); return;
+    case Kind::Atom: s.atom(object, initial); return;
+    case Kind::Reference: s.atomic_reference(object, initial); return;
     default:
       throw Error(ErrorCode::InvalidArgument,
                   where(segment, object) + ": kind '" + std::string(kind_name(kind)) + "' cannot be created here yet");
@@ -196,6 +217,8 @@ void set(const Segment& segment, std::string_view object, const json::value& val
     case Kind::Double:
       segment.open_atomic<double>(object).set(to_double(segment, object, info.kind, value));
       return;
+    case Kind::Atom: segment.open_atom(object).reset(value); return;
+    case Kind::Reference: segment.open_atomic_reference(object).set(value); return;
     default:
       throw Error(ErrorCode::KindMismatch,
                   where(segment, object) + " is a " + std::string(kind_name(info.kind)) + ", which has no settable value");
@@ -212,6 +235,26 @@ json::value add(const Segment& segment, std::string_view object, const json::val
     default:
       throw Error(ErrorCode::KindMismatch,
                   where(segment, object) + " is a " + std::string(kind_name(info.kind)) + ", not an int64 or double");
+  }
+}
+
+json::value swap(const Segment& segment, std::string_view object,
+                 const std::function<json::value(const json::value&)>& f) {
+  ObjectInfo info = require(segment, object);
+  switch (info.kind) {
+    case Kind::Atom: return segment.open_atom(object).swap(f);
+    case Kind::Reference: {
+      // The same retry-on-conflict contract over the reference's CAS.
+      auto ref = segment.open_atomic_reference(object);
+      for (;;) {
+        json::value current = ref.get();
+        json::value next = f(current);
+        if (ref.compare_and_set(current, next)) return next;
+      }
+    }
+    default:
+      throw Error(ErrorCode::KindMismatch,
+                  where(segment, object) + " is a " + std::string(kind_name(info.kind)) + ", not an atom or reference");
   }
 }
 
@@ -258,7 +301,12 @@ json::value dump_json(const Segment& segment) {
     o["kind"] = kind_name(info.kind);
     o["offset"] = info.offset;
     o["size"] = info.size;
-    o["value"] = value_of(segment, info);
+    if (auto v = versioned(segment, info)) {
+      o["value"] = std::move(v->second);
+      o["version"] = v->first;
+    } else {
+      o["value"] = value_of(segment, info);
+    }
     objects.push_back(std::move(o));
   }
   doc["objects"] = std::move(objects);
@@ -306,7 +354,10 @@ std::string dump_text(const Segment& segment) {
     for (const auto& o : objects) {
       std::snprintf(line, sizeof line, "  %-*s  %-10s  ", static_cast<int>(width), o.name.c_str(),
                     std::string(kind_name(o.kind)).c_str());
-      out << line << shorten(to_text(value_of(segment, o)), 80) << "\n";
+      if (auto v = versioned(segment, o))
+        out << line << "v" << v->first << " " << shorten(to_text(v->second), 80) << "\n";
+      else
+        out << line << shorten(to_text(value_of(segment, o)), 80) << "\n";
     }
   }
   return out.str();

@@ -408,6 +408,10 @@ void AtomCore::drain(std::unique_lock<std::mutex>& lock) {
 
 Atom::Value Atom::deref() const { return core_->read().value; }
 std::uint64_t Atom::version() const noexcept { return core_->version(); }
+Atom::Versioned Atom::deref_versioned() const {
+  auto snap = core_->read();
+  return {snap.version, std::move(snap.value)};
+}
 json::value Atom::swap(const Fn& f) { return core_->swap(f).second; }
 std::pair<json::value, json::value> Atom::swap_vals(const Fn& f) { return core_->swap(f); }
 json::value Atom::swap_locked(const Fn& f) { return core_->swap_locked(f).second; }
@@ -439,6 +443,10 @@ bool AtomicReference::compare_and_set(const json::value& expected, json::value d
   return core_->compare_and_set(expected, std::move(desired));
 }
 std::uint64_t AtomicReference::version() const noexcept { return core_->version(); }
+std::pair<std::uint64_t, json::value> AtomicReference::get_versioned() const {
+  auto snap = core_->read();
+  return {snap.version, *snap.value};
+}
 const std::string& AtomicReference::name() const noexcept { return core_->object(); }
 const std::string& AtomicReference::segment_name() const noexcept { return core_->segment_name(); }
 
