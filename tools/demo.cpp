@@ -19,6 +19,9 @@
 #include <string>
 #include <vector>
 
+#include <boost/json.hpp>
+
+#include <shmstate/atom.hpp>
 #include <shmstate/atomic.hpp>
 #include <shmstate/segment.hpp>
 
@@ -158,6 +161,85 @@ int run_counter_demo(const std::string& name) {
   return children_ok && values_ok ? 0 : 1;
 }
 
+// ---- the atomos README's chat server, across processes --------------------
+
+namespace json = boost::json;
+
+constexpr int kChatServers = 3;
+constexpr int kClientsPerServer = 8;
+
+// atomos: def new_client(cur_state, client): conns += 1; active_clients.add(client)
+json::value new_client(const json::value& state, const std::string& client) {
+  json::value next = state;
+  auto& o = next.as_object();
+  o["conns"] = o["conns"].as_int64() + 1;
+  o["active_clients"].as_array().push_back(json::value(client));
+  return next;
+}
+
+json::value client_left(const json::value& state, const std::string& client) {
+  json::value next = state;
+  auto& o = next.as_object();
+  auto& clients = o["active_clients"].as_array();
+  for (auto it = clients.begin(); it != clients.end(); ++it) {
+    if (*it == client.c_str()) {
+      clients.erase(it);
+      break;
+    }
+  }
+  return next;
+}
+
+// One server process: every client connects; every other one leaves again.
+int chat_server(Segment segment, int id) {
+  auto state = segment.open_atom("chat");
+  for (int c = 0; c < kClientsPerServer; ++c) {
+    std::string client = "s" + std::to_string(id) + "-c" + std::to_string(c);
+    state.swap([&](const json::value& s) { return new_client(s, client); });  // may run again on conflict
+    if (c % 2 == 1) state.swap([&](const json::value& s) { return client_left(s, client); });
+  }
+  return 0;
+}
+
+int run_chat_demo(Segment& segment) {
+  std::printf(
+      "\nThe atomos chat server, across processes: %d server processes share the atom\n"
+      "'chat' = {\"conns\": 0, \"active_clients\": []} and call swap(new_client) and\n"
+      "swap(client_left). This process watches the atom and sees their changes.\n\n",
+      kChatServers);
+  auto state = segment.atom("chat", json::parse(R"({"conns": 0, "active_clients": []})"));
+  long events = 0, coalesced = 0;
+  std::uint64_t last_seen = 0;
+  state.add_watch("log", [&](const shmstate::WatchEvent& e) {
+    ++events;
+    if (e.coalesced()) ++coalesced;
+    last_seen = e.new_version;
+    if (events <= 3)
+      std::printf("  watch: v%llu -> v%llu  conns=%s\n", static_cast<unsigned long long>(e.old_version),
+                  static_cast<unsigned long long>(e.new_version), json::serialize(e.new_value.at("conns")).c_str());
+  });
+  std::vector<pid_t> pids;
+  for (int i = 0; i < kChatServers; ++i) pids.push_back(spawn([&segment, i] { return chat_server(segment, i); }));
+  bool children_ok = wait_all(pids);
+  auto final_state = state.deref_versioned();
+  // Give the dispatcher thread a moment to deliver the last change.
+  for (int i = 0; i < 100 && last_seen < final_state.version; ++i) state.wait_for_change(final_state.version, 10ms);
+  state.remove_watch("log");
+  const auto& v = *final_state.value;
+  std::int64_t conns = v.at("conns").as_int64();
+  std::size_t active = v.at("active_clients").as_array().size();
+  bool ok = children_ok && conns == kChatServers * kClientsPerServer &&
+            active == static_cast<std::size_t>(kChatServers * kClientsPerServer / 2) &&
+            final_state.version == static_cast<std::uint64_t>(kChatServers * kClientsPerServer * 3 / 2);
+  std::printf("  ...\n  %ld watch events up to v%llu (%ld coalesced: the watcher fell behind and saw the ends)\n",
+              events, static_cast<unsigned long long>(final_state.version), coalesced);
+  std::printf("result: conns = %lld, active_clients = %zu (expected %d and %d), version %llu\n%s\n",
+              static_cast<long long>(conns), active, kChatServers * kClientsPerServer,
+              kChatServers * kClientsPerServer / 2, static_cast<unsigned long long>(final_state.version),
+              ok ? "OK: no update lost; the watch reached the final version" : "MISMATCH");
+  return ok ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -167,7 +249,10 @@ int main(int argc, char** argv) {
   }
   std::string name = argc == 2 ? argv[1] : "shmstate-demo";
   try {
-    return run_counter_demo(name);
+    int rc = run_counter_demo(name);
+    Segment segment = Segment::open(name);
+    int chat = run_chat_demo(segment);
+    return rc != 0 ? rc : chat;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "shmstate-demo: %s\n", e.what());
     return 1;
