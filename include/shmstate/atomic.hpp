@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 
 #include <shmstate/detail/event_count.hpp>
 #include <shmstate/detail/object_header.hpp>
@@ -70,6 +71,23 @@ bool same_value(T a, T b) noexcept {
     return a == b;
 }
 
+// a + b and a - b as the atomic's fetch_add/fetch_sub compute them: two's
+// complement wrap-around for int64 (plain signed overflow would be undefined).
+template <class T>
+T wrapping_add(T a, T b) noexcept {
+  if constexpr (std::is_integral_v<T>)
+    return static_cast<T>(static_cast<std::make_unsigned_t<T>>(a) + static_cast<std::make_unsigned_t<T>>(b));
+  else
+    return a + b;
+}
+template <class T>
+T wrapping_sub(T a, T b) noexcept {
+  if constexpr (std::is_integral_v<T>)
+    return static_cast<T>(static_cast<std::make_unsigned_t<T>>(a) - static_cast<std::make_unsigned_t<T>>(b));
+  else
+    return a - b;
+}
+
 struct ObjectName {
   std::string segment;
   std::string object;
@@ -103,7 +121,7 @@ class Atomic {
   }
 
   T add_and_get(T delta) noexcept requires(!std::is_same_v<T, bool>) {
-    return get_and_add(delta) + delta;
+    return detail::wrapping_add(get_and_add(delta), delta);
   }
   T get_and_add(T delta) noexcept requires(!std::is_same_v<T, bool>) {
     T old = s_->value.fetch_add(delta);
@@ -111,7 +129,7 @@ class Atomic {
     return old;
   }
   T subtract_and_get(T delta) noexcept requires(!std::is_same_v<T, bool>) {
-    return get_and_subtract(delta) - delta;
+    return detail::wrapping_sub(get_and_subtract(delta), delta);
   }
   T get_and_subtract(T delta) noexcept requires(!std::is_same_v<T, bool>) {
     T old = s_->value.fetch_sub(delta);

@@ -147,7 +147,8 @@ class Segment {
 
   // The shmstate segments in /dev/shm, sorted by name, read without locking
   // and without writing. Files of other programs and files this process may
-  // not read are skipped; segments of another layout version are skipped too.
+  // not read are skipped. A damaged segment, or one of another layout
+  // version, is listed with SegmentInfo::problem saying why.
   static std::vector<SegmentInfo> list();
 
   const std::string& name() const noexcept;

@@ -7,10 +7,12 @@
 #pragma once
 
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -35,12 +37,16 @@ class TempSegment {
     try {
       shmstate::Segment::remove(name_);
     } catch (...) {
+      // Not a shmstate segment (a test wrote a foreign file under this name).
+      ::unlink(path().c_str());
     }
   }
   TempSegment(const TempSegment&) = delete;
   TempSegment& operator=(const TempSegment&) = delete;
   const std::string& name() const { return name_; }
   const char* c_str() const { return name_.c_str(); }
+  // The file behind the segment: /dev/shm/<name>.
+  std::string path() const { return "/dev/shm/" + name_; }
 
  private:
   std::string name_;
@@ -87,14 +93,38 @@ class Child {
     return status_;
   }
   // Exit code, or 128+signal if killed by a signal.
-  int exit_code() {
-    int st = wait();
+  int exit_code() { return decode(wait()); }
+
+  // Like exit_code(), but waits at most `limit`: a child still running then is
+  // SIGKILLed, reaped, and kTimedOut is returned. Use it for children that
+  // could hang if the library were wrong.
+  static constexpr int kTimedOut = -2;
+  int exit_code_within(std::chrono::milliseconds limit) {
+    if (reaped_) return decode(status_);
+    auto end = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+      pid_t r = ::waitpid(pid_, &status_, WNOHANG);
+      if (r == pid_) {
+        reaped_ = true;
+        return decode(status_);
+      }
+      if (r < 0 && errno != EINTR) return -1;
+      if (std::chrono::steady_clock::now() >= end) {
+        ::kill(pid_, SIGKILL);
+        wait();
+        return kTimedOut;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+
+ private:
+  static int decode(int st) {
     if (WIFEXITED(st)) return WEXITSTATUS(st);
     if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
     return -1;
   }
 
- private:
   pid_t pid_ = -1;
   bool reaped_ = false;
   int status_ = 0;
@@ -111,5 +141,29 @@ inline bool eventually(const std::function<bool()>& cond,
   }
   return cond();
 }
+
+// An anonymous MAP_SHARED region of `bytes`, zeroed, created before a fork
+// so parent and children share it (for platform tests that must not depend on
+// Segment, and for children's reports). Unmapped on scope exit.
+class SharedMemory {
+ public:
+  explicit SharedMemory(std::size_t bytes = 4096) : bytes_(bytes) {
+    p_ = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p_ == MAP_FAILED) std::abort();
+  }
+  ~SharedMemory() { ::munmap(p_, bytes_); }
+  SharedMemory(const SharedMemory&) = delete;
+  SharedMemory& operator=(const SharedMemory&) = delete;
+
+  // Constructs a T at the start of the region (zero-initialised memory).
+  template <class T>
+  T* as() {
+    return static_cast<T*>(p_);
+  }
+
+ private:
+  std::size_t bytes_;
+  void* p_;
+};
 
 }  // namespace test
