@@ -1,5 +1,6 @@
 #include <shmstate/atom.hpp>
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -57,9 +58,16 @@ std::string shortened(const json::value& v) {
 struct CoreRegistry {
   std::mutex mu;
   std::map<std::pair<const SegmentImpl*, std::uint64_t>, std::weak_ptr<AtomCore>> cores;
+  std::vector<std::shared_ptr<AtomCore>> forking;  // cores whose mutexes are held across fork()
 };
 CoreRegistry& core_registry() {
-  static auto* r = new CoreRegistry();  // never destroyed: cores may outlive statics
+  static auto* r = [] {
+    auto* reg = new CoreRegistry();  // never destroyed: cores may outlive statics
+    // A child fork()ed while another thread (the watch dispatcher, say) held a
+    // core's mutex would inherit it locked forever: hold them all across fork.
+    ::pthread_atfork(&AtomCore::prepare_fork, &AtomCore::after_fork, &AtomCore::after_fork);
+    return reg;
+  }();
   return *r;
 }
 
@@ -101,6 +109,28 @@ std::shared_ptr<AtomCore> AtomCore::get(SegmentImpl& segment, const ObjectSlot& 
   auto core = std::make_shared<AtomCore>(segment, reinterpret_cast<AtomState*>(slot.address), slot.info.name);
   reg.cores[key] = core;
   return core;
+}
+
+void AtomCore::prepare_fork() noexcept {
+  auto& reg = core_registry();
+  reg.mu.lock();
+  for (auto& [key, weak] : reg.cores)
+    if (auto core = weak.lock()) reg.forking.push_back(std::move(core));
+  // No code path holds one of these while taking another, so any order works.
+  for (auto& core : reg.forking) {
+    core->watch_mu_.lock();
+    core->cache_mu_.lock();
+  }
+}
+
+void AtomCore::after_fork() noexcept {
+  auto& reg = core_registry();
+  for (auto& core : reg.forking) {
+    core->cache_mu_.unlock();
+    core->watch_mu_.unlock();
+  }
+  reg.forking.clear();
+  reg.mu.unlock();
 }
 
 AtomCore::AtomCore(SegmentImpl& segment, AtomState* state, std::string object)
@@ -150,6 +180,7 @@ AtomSnapshot AtomCore::read() const {
 }
 
 void AtomCore::validate(const json::value& v) const {
+  if (!has_validator_.load(std::memory_order_acquire)) return;  // no lock, no getpid() on the common path
   std::shared_ptr<Atom::Validator> validator;
   {
     std::lock_guard<std::mutex> g(const_cast<std::mutex&>(watch_mu_));
@@ -222,7 +253,7 @@ void AtomCore::after_commit(const AtomSnapshot& old, const Atom::Value& value) {
   deliver_own(old, value);
 }
 
-std::pair<json::value, json::value> AtomCore::swap(const Atom::Fn& f) {
+std::pair<Atom::Value, Atom::Value> AtomCore::swap(const Atom::Fn& f) {
   for (;;) {
     AtomSnapshot snap = read();
     auto value = std::make_shared<const json::value>(f(*snap.value));
@@ -234,11 +265,11 @@ std::pair<json::value, json::value> AtomCore::swap(const Atom::Fn& f) {
       commit_locked(snap.version, value, bytes);
     }
     after_commit(snap, value);
-    return {*snap.value, *value};
+    return {std::move(snap.value), std::move(value)};
   }
 }
 
-std::pair<json::value, json::value> AtomCore::swap_locked(const Atom::Fn& f) {
+std::pair<Atom::Value, Atom::Value> AtomCore::swap_locked(const Atom::Fn& f) {
   AtomSnapshot old;
   Atom::Value value;
   {
@@ -250,10 +281,10 @@ std::pair<json::value, json::value> AtomCore::swap_locked(const Atom::Fn& f) {
     commit_locked(old.version, value, bytes);
   }
   after_commit(old, value);
-  return {*old.value, *value};
+  return {std::move(old.value), std::move(value)};
 }
 
-std::pair<json::value, json::value> AtomCore::reset(json::value new_value) {
+std::pair<Atom::Value, Atom::Value> AtomCore::reset(json::value new_value) {
   // reset is swap_locked with a constant function: validated and serialized
   // outside the lock, so the lock is held only to copy bytes.
   auto value = std::make_shared<const json::value>(std::move(new_value));
@@ -266,7 +297,7 @@ std::pair<json::value, json::value> AtomCore::reset(json::value new_value) {
     commit_locked(old.version, value, bytes);
   }
   after_commit(old, value);
-  return {*old.value, *value};
+  return {std::move(old.value), std::move(value)};
 }
 
 bool AtomCore::compare_and_set(const json::value& expected, json::value desired) {
@@ -300,16 +331,7 @@ void AtomCore::add_watch(std::string key, Atom::WatchFn fn) {
   bool first = false;
   {
     std::lock_guard<std::mutex> g(watch_mu_);
-    if (owner_pid_ != ::getpid()) {
-      // A fork()ed child: nothing of the parent's watch state applies here.
-      watches_.clear();
-      validator_.reset();
-      pending_own_.clear();
-      queue_.clear();
-      draining_ = false;
-      has_watches_.store(false);
-      owner_pid_ = ::getpid();
-    }
+    adopt_after_fork_locked();
     watches_[std::move(key)] = std::move(fnp);
     first = !has_watches_.load();
   }
@@ -346,8 +368,22 @@ void AtomCore::set_validator(Atom::Validator fn) {
       throw Error(ErrorCode::Rejected, where() + ": the validator rejects the current value " + shortened(*snap.value));
   }
   std::lock_guard<std::mutex> g(watch_mu_);
-  owner_pid_ = owner_pid_ == ::getpid() ? owner_pid_ : ::getpid();
+  adopt_after_fork_locked();  // a child must not inherit the parent's watches by setting a validator
   validator_ = fn ? std::make_shared<Atom::Validator>(std::move(fn)) : nullptr;
+  has_validator_.store(validator_ != nullptr, std::memory_order_release);
+}
+
+void AtomCore::adopt_after_fork_locked() {
+  if (owner_pid_ == ::getpid()) return;
+  // A fork()ed child: nothing of the parent's watch state applies here.
+  watches_.clear();
+  validator_.reset();
+  has_validator_.store(false);
+  pending_own_.clear();
+  queue_.clear();
+  draining_ = false;
+  has_watches_.store(false);
+  owner_pid_ = ::getpid();
 }
 
 void AtomCore::deliver_own(const AtomSnapshot& old, const Atom::Value& nv) {
@@ -412,11 +448,17 @@ Atom::Versioned Atom::deref_versioned() const {
   auto snap = core_->read();
   return {snap.version, std::move(snap.value)};
 }
-json::value Atom::swap(const Fn& f) { return core_->swap(f).second; }
-std::pair<json::value, json::value> Atom::swap_vals(const Fn& f) { return core_->swap(f); }
-json::value Atom::swap_locked(const Fn& f) { return core_->swap_locked(f).second; }
-json::value Atom::reset(json::value value) { return core_->reset(std::move(value)).second; }
-std::pair<json::value, json::value> Atom::reset_vals(json::value value) { return core_->reset(std::move(value)); }
+json::value Atom::swap(const Fn& f) { return *core_->swap(f).second; }
+std::pair<json::value, json::value> Atom::swap_vals(const Fn& f) {
+  auto [old_value, new_value] = core_->swap(f);
+  return {*old_value, *new_value};
+}
+json::value Atom::swap_locked(const Fn& f) { return *core_->swap_locked(f).second; }
+json::value Atom::reset(json::value value) { return *core_->reset(std::move(value)).second; }
+std::pair<json::value, json::value> Atom::reset_vals(json::value value) {
+  auto [old_value, new_value] = core_->reset(std::move(value));
+  return {*old_value, *new_value};
+}
 bool Atom::compare_and_set(const json::value& expected, json::value desired) {
   return core_->compare_and_set(expected, std::move(desired));
 }
@@ -438,7 +480,7 @@ const std::string& Atom::segment_name() const noexcept { return core_->segment_n
 
 json::value AtomicReference::get() const { return *core_->read().value; }
 void AtomicReference::set(json::value value) { core_->reset(std::move(value)); }
-json::value AtomicReference::get_and_set(json::value value) { return core_->reset(std::move(value)).first; }
+json::value AtomicReference::get_and_set(json::value value) { return *core_->reset(std::move(value)).first; }
 bool AtomicReference::compare_and_set(const json::value& expected, json::value desired) {
   return core_->compare_and_set(expected, std::move(desired));
 }

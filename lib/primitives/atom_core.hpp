@@ -32,14 +32,20 @@ class AtomCore : public std::enable_shared_from_this<AtomCore> {
 
   AtomCore(SegmentImpl& segment, AtomState* state, std::string object);
 
+  // pthread_atfork handlers: every core's mutexes are held across fork(), so
+  // a child never inherits one locked by a thread it does not have.
+  static void prepare_fork() noexcept;
+  static void after_fork() noexcept;
+
   // Lock-free consistent read, parsed once per version per process.
   AtomSnapshot read() const;
   std::uint64_t version() const noexcept;
 
   // The Atom operations; see atom.hpp for contracts.
-  std::pair<boost::json::value, boost::json::value> swap(const Atom::Fn& f);
-  std::pair<boost::json::value, boost::json::value> swap_locked(const Atom::Fn& f);
-  std::pair<boost::json::value, boost::json::value> reset(boost::json::value value);
+  // {old, new}, shared and immutable: the API edge decides what to copy.
+  std::pair<Atom::Value, Atom::Value> swap(const Atom::Fn& f);
+  std::pair<Atom::Value, Atom::Value> swap_locked(const Atom::Fn& f);
+  std::pair<Atom::Value, Atom::Value> reset(boost::json::value value);
   bool compare_and_set(const boost::json::value& expected, boost::json::value desired);
   bool wait_for_change(std::uint64_t since, std::chrono::nanoseconds timeout) const;
 
@@ -79,6 +85,9 @@ class AtomCore : public std::enable_shared_from_this<AtomCore> {
   // Appends events and, unless another thread is delivering, runs them.
   void drain(std::unique_lock<std::mutex>& lock);
   bool watching_here() const noexcept;
+  // Holding watch_mu_: in a fork()ed child, drops the parent's watch state
+  // and makes this process the owner.
+  void adopt_after_fork_locked();
 
   SegmentImpl& segment_;
   AtomState* state_;
@@ -92,6 +101,7 @@ class AtomCore : public std::enable_shared_from_this<AtomCore> {
   std::mutex watch_mu_;
   std::map<std::string, std::shared_ptr<Atom::WatchFn>, std::less<>> watches_;
   std::shared_ptr<Atom::Validator> validator_;
+  std::atomic<bool> has_validator_{false};
   std::atomic<bool> has_watches_{false};
   pid_t owner_pid_;
   std::uint64_t delivered_version_ = 0;
