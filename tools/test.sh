@@ -1,23 +1,40 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs the whole test suite.
+# Installs what is missing, builds, and runs the whole test suite; then builds
+# again with AddressSanitizer + UndefinedBehaviorSanitizer and runs the unit and
+# multiprocess suites there (ARCHITECTURE.md: sanitizers on every change).
 # Exit status: 0 when every test passed, non-zero otherwise.
-#   tools/test.sh                 all suites (unit, multiprocess, cli, bench smoke)
-#   tools/test.sh --suite unit    extra arguments go to `meson test`
+#   tools/test.sh                   everything
+#   tools/test.sh --suite unit      extra arguments go to `meson test` (main build only)
+#   SHMSTATE_SANITIZE=0 tools/test.sh   skip the sanitizer build
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
 status=0
 meson test -C "$BUILD_DIR" --print-errorlogs --num-processes 2 "$@" || status=$?
+logs=("$BUILD_DIR/meson-logs/testlog.json")
 
-# The plain closing line CI reads: count results from meson's JSON log.
-python3 - "$BUILD_DIR/meson-logs/testlog.json" <<'PY'
+if [ "${SHMSTATE_SANITIZE:-1}" != 0 ] && [ $# -eq 0 ]; then
+  SAN_DIR="$ROOT/build-sanitize"
+  if [ ! -f "$SAN_DIR/build.ninja" ]; then
+    meson setup "$SAN_DIR" "$ROOT" -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false \
+      -Dcpp_args=-fno-sanitize-recover=all >/dev/null
+  fi
+  echo "== ASan+UBSan: unit and multiprocess suites"
+  ninja -C "$SAN_DIR" >/dev/null
+  meson test -C "$SAN_DIR" --print-errorlogs --num-processes 2 --suite unit --suite multiprocess || status=$?
+  logs+=("$SAN_DIR/meson-logs/testlog.json")
+fi
+
+# The plain closing line CI reads: count results from meson's JSON logs.
+python3 - "${logs[@]}" <<'PY'
 import json, sys
 passed = failed = skipped = 0
-for line in open(sys.argv[1]):
-    r = json.loads(line).get("result")
-    if r in ("OK", "EXPECTEDFAIL"): passed += 1
-    elif r == "SKIP": skipped += 1
-    else: failed += 1
+for path in sys.argv[1:]:
+    for line in open(path):
+        r = json.loads(line).get("result")
+        if r in ("OK", "EXPECTEDFAIL"): passed += 1
+        elif r == "SKIP": skipped += 1
+        else: failed += 1
 print(f"{passed} passed, {failed} failed, {skipped} skipped")
 PY
 exit $status

@@ -1,0 +1,229 @@
+// Test support for Atom / AtomicReference suites.
+//
+// stored() reads an atom's published value straight from the segment, not
+// through the process-local parsed-value cache: a process that wrote a value
+// (or a child fork()ed from it) would otherwise be shown its own cached copy,
+// and a test would prove nothing about the bytes in shared memory.
+#pragma once
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <future>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include <boost/json.hpp>
+
+#include <shmstate/atom.hpp>
+#include <shmstate/segment.hpp>
+
+#include "primitives/atom_state.hpp"
+#include "segment/segment_impl.hpp"
+#include "support/proc.hpp"
+
+namespace atomtest {
+
+namespace json = boost::json;
+using Clock = std::chrono::steady_clock;
+
+// The shared state of the atom/reference `name` (internal layout).
+inline shmstate::detail::AtomState& atom_state(const shmstate::Segment& seg, std::string_view name) {
+  auto info = seg.find(name);
+  if (!info) throw std::runtime_error("no object " + std::string(name));
+  return *reinterpret_cast<shmstate::detail::AtomState*>(seg.impl().base + info->offset);
+}
+
+struct Stored {
+  std::uint64_t version = 0;
+  std::string bytes;
+  bool in_heap = false;  // the published descriptor lies inside the heap
+  bool valid = false;    // bytes parse as JSON
+  json::value value;     // null unless valid
+};
+
+// The published (version, value), read from shared memory with the seqlock
+// discipline of a reader (retries while a writer publishes meanwhile).
+inline Stored stored(const shmstate::Segment& seg, std::string_view name) {
+  auto& s = atom_state(seg, name);
+  auto& impl = seg.impl();
+  for (;;) {
+    std::uint64_t word = s.current.load(std::memory_order_acquire);
+    const auto& b = s.buffers[shmstate::detail::atom_buffer(word)];
+    std::uint64_t offset = b.offset.load(std::memory_order_relaxed);
+    std::uint64_t capacity = b.capacity.load(std::memory_order_relaxed);
+    std::uint64_t length = b.length.load(std::memory_order_relaxed);
+    Stored r;
+    r.version = shmstate::detail::atom_version(word);
+    r.in_heap = length > 0 && length <= capacity && impl.in_heap(offset, capacity);
+    if (r.in_heap) r.bytes.assign(reinterpret_cast<const char*>(impl.base + offset), length);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (s.current.load(std::memory_order_relaxed) != word) continue;
+    boost::system::error_code ec;
+    if (r.in_heap) {
+      r.value = json::parse(r.bytes, ec);
+      r.valid = !ec;
+      if (ec) r.value = nullptr;
+    }
+    return r;
+  }
+}
+
+struct Block {
+  std::uint64_t offset;
+  std::uint64_t capacity;
+};
+
+// The value blocks the atoms `names` own (both buffers, where allocated).
+inline std::vector<Block> value_blocks(const shmstate::Segment& seg, const std::vector<std::string>& names) {
+  std::vector<Block> blocks;
+  for (const auto& n : names) {
+    auto& s = atom_state(seg, n);
+    for (const auto& b : s.buffers) {
+      std::uint64_t off = b.offset.load(std::memory_order_relaxed);
+      std::uint64_t cap = b.capacity.load(std::memory_order_relaxed);
+      if (off != 0 && cap != 0) blocks.push_back({off, cap});
+    }
+  }
+  return blocks;
+}
+
+// "" if every block lies in the heap and no two overlap; else what is wrong.
+// Two atoms (or two buffers) sharing memory would mean a block was handed out
+// twice: the allocator's free lists are damaged.
+inline std::string blocks_problem(const shmstate::Segment& seg, std::vector<Block> blocks) {
+  auto& impl = seg.impl();
+  for (const auto& b : blocks)
+    if (!impl.in_heap(b.offset, b.capacity))
+      return "block at " + std::to_string(b.offset) + " (+" + std::to_string(b.capacity) + ") is outside the heap";
+  std::sort(blocks.begin(), blocks.end(), [](const Block& a, const Block& b) { return a.offset < b.offset; });
+  for (std::size_t i = 1; i < blocks.size(); ++i)
+    if (blocks[i - 1].offset + blocks[i - 1].capacity > blocks[i].offset)
+      return "blocks at " + std::to_string(blocks[i - 1].offset) + " (+" + std::to_string(blocks[i - 1].capacity) +
+             ") and " + std::to_string(blocks[i].offset) + " overlap";
+  return "";
+}
+
+// fn running on its own thread; the caller waits with a bound (wait_for), so
+// a call that would hang fails the test instead of hanging it. get() joins
+// the thread, so a test can fork() afterwards without a helper thread still
+// tearing down (a fork() while another thread allocates can hang the child
+// in a sanitizer's allocator). A thread still running when the handle goes
+// away is detached: capture by value, it may outlive the test case.
+template <class T>
+class Async {
+ public:
+  template <class F>
+  explicit Async(F fn) {
+    std::packaged_task<T()> task(std::move(fn));
+    fut_ = task.get_future();
+    thread_ = std::thread(std::move(task));
+  }
+  Async(Async&&) noexcept = default;
+  Async& operator=(Async&&) = delete;
+  ~Async() {
+    if (!thread_.joinable()) return;
+    if (fut_.valid() && fut_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) thread_.detach();
+    else thread_.join();
+  }
+  template <class Rep, class Period>
+  std::future_status wait_for(std::chrono::duration<Rep, Period> limit) const {
+    return fut_.wait_for(limit);
+  }
+  // REQUIRES: wait_for returned ready.
+  T get() {
+    T v = fut_.get();
+    thread_.join();
+    return v;
+  }
+
+ private:
+  std::future<T> fut_;
+  std::thread thread_;
+};
+
+template <class F>
+Async<std::invoke_result_t<F>> on_thread(F fn) {
+  return Async<std::invoke_result_t<F>>(std::move(fn));
+}
+
+// A string of `n` bytes that varies with `seed` (so equal lengths differ).
+inline std::string filler(std::size_t n, unsigned seed = 0) {
+  std::string s(n, 'a');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (i * 7 + seed) % 26);
+  return s;
+}
+
+// A pipe for parent/child hand-offs, with bounded reads.
+class Pipe {
+ public:
+  Pipe() {
+    if (::pipe(fds_) != 0) throw std::runtime_error("pipe");
+  }
+  ~Pipe() {
+    ::close(fds_[0]);
+    ::close(fds_[1]);
+  }
+  Pipe(const Pipe&) = delete;
+  Pipe& operator=(const Pipe&) = delete;
+  bool send(char c = 'x') { return ::write(fds_[1], &c, 1) == 1; }
+  // True if a byte arrived within `limit`.
+  bool receive(std::chrono::milliseconds limit) {
+    pollfd p{fds_[0], POLLIN, 0};
+    int rc = ::poll(&p, 1, static_cast<int>(limit.count()));
+    if (rc != 1) return false;
+    char c;
+    return ::read(fds_[0], &c, 1) == 1;
+  }
+
+ private:
+  int fds_[2];
+};
+
+// Forks n children released together; each runs body(index) and exits with
+// its return value. Returns their exit codes (Child::kTimedOut for one still
+// running after `limit`, which is then killed).
+template <class Body>
+std::vector<int> run_children(int n, Body body, std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+  test::SharedMemory mem;
+  auto* go = mem.as<std::atomic<int>>();
+  auto* ready = reinterpret_cast<std::atomic<int>*>(mem.as<char>() + 64);
+  std::vector<std::unique_ptr<test::Child>> children;
+  for (int i = 0; i < n; ++i)
+    children.push_back(std::make_unique<test::Child>([&, i] {
+      ready->fetch_add(1);
+      auto end = Clock::now() + std::chrono::seconds(30);
+      while (go->load() == 0) {
+        if (Clock::now() > end) return 97;
+        std::this_thread::yield();
+      }
+      return body(i);
+    }));
+  test::eventually([&] { return ready->load() == n; });
+  go->store(1);
+  std::vector<int> codes;
+  for (auto& c : children) codes.push_back(c->exit_code_within(limit));
+  return codes;
+}
+
+// {"n": v.n + 1, ...rest}: the increment every counting test uses.
+inline json::value increment(const json::value& v) {
+  json::object o = v.as_object();
+  o["n"] = o["n"].to_number<std::int64_t>() + 1;
+  return o;
+}
+
+inline std::int64_t n_of(const json::value& v) { return v.at("n").to_number<std::int64_t>(); }
+
+}  // namespace atomtest
