@@ -171,7 +171,7 @@ TEST_CASE("a writer dying at each crash point leaves exactly the old or the new 
           return a.swap_locked(increment);
         });
         REQUIRE(later.wait_for(10s) == std::future_status::ready);
-        CHECK(n_of(later.get()) == n_of(expected) + 5);
+        CHECK(n_of(*later.get()) == n_of(expected) + 5);
         test::Child next([&] {
           Atom mine = Segment::open(t.name()).open_atom("a");
           for (int i = 0; i < 5; ++i) mine.swap(increment);
@@ -316,6 +316,6 @@ TEST_CASE("random kill -9 torture: counts exact within the kills, whole values, 
   // A final swap works (bounded), and memory is sound.
   auto last = atomtest::on_thread([a]() mutable { return a.swap(increment); });
   REQUIRE(last.wait_for(10s) == std::future_status::ready);
-  CHECK(n_of(last.get()) == n + 1);
+  CHECK(n_of(*last.get()) == n + 1);
   CHECK(memory_problem(seg, a, neighbour) == "");
 }

@@ -108,7 +108,7 @@ TEST_CASE("10 processes x 1,000 swaps of a JSON object end at exactly 10,000") {
         by[me] = by.contains(me) ? by[me].as_int64() + 1 : 1;
         return json::value(o);
       });
-      if (n_of(new_value) != n_of(old_value) + 1) return 1;
+      if (n_of(*new_value) != n_of(*old_value) + 1) return 1;
     }
     return 0;
   });
@@ -365,7 +365,7 @@ TEST_CASE("readers never block: deref sees the old value while another process h
   release.send();
   CHECK(holder.exit_code_within(10s) == 0);
   REQUIRE(writer.wait_for(10s) == std::future_status::ready);
-  CHECK(writer.get() == counter(100));
+  CHECK(*writer.get() == counter(100));
   CHECK(*a.deref() == counter(100));
   CHECK(a.version() == 3);  // the child's change, then the parent's
 }
@@ -392,7 +392,7 @@ TEST_CASE("a process killed inside swap_locked's f: the value stays the old one 
     // The next writer (this process) gets the lock, bounded.
     auto next = atomtest::on_thread([a]() mutable { return a.swap(increment); });
     REQUIRE(next.wait_for(10s) == std::future_status::ready);
-    CHECK(next.get() == counter(2));
+    CHECK(*next.get() == counter(2));
     // And so does another process's swap_locked.
     test::Child again([&] {
       Segment::open(t.name()).open_atom("a").swap_locked(increment);
@@ -419,7 +419,7 @@ TEST_CASE("a process killed inside swap_locked's f: the value stays the old one 
     victim.kill(SIGKILL);
     CHECK(victim.exit_code_within(10s) == 128 + SIGKILL);
     REQUIRE(blocked.wait_for(10s) == std::future_status::ready);
-    CHECK(blocked.get() == counter(50));
+    CHECK(*blocked.get() == counter(50));
     CHECK(*a.deref() == counter(50));
     CHECK(a.version() == 2);  // the dead writer published nothing
   }
@@ -522,7 +522,7 @@ TEST_CASE("an own change made while another process's change is being delivered 
   CHECK(writer.exit_code_within(10s) == 0);
   REQUIRE(test::eventually([&] { return in_foreign.load() == 1; }));
   // The dispatcher is inside the watch for 0 -> 1. This process changes the atom now.
-  CHECK(a.swap(increment) == counter(2));
+  CHECK(*a.swap(increment) == counter(2));
   bool delivered_before_return = rec.last_version() == 2;
   release = true;
   CHECK(test::eventually([&] { return rec.last_version() == 2; }));

@@ -78,7 +78,7 @@ TEST_CASE_FIXTURE(Fixture, "swap with extra arguments (by capture): atomos' chat
     return json::value(o);
   };
   for (std::string client : {"foo", "bar"}) {
-    json::value r = state.swap([&](const json::value& cur) { return new_client(cur, client); });
+    json::value r = *state.swap([&](const json::value& cur) { return new_client(cur, client); });
     CHECK(r == *state.deref());
   }
   CHECK(*state.deref() == json::parse(R"({"conns": 2, "active_clients": ["foo", "bar"]})"));
@@ -89,11 +89,11 @@ TEST_CASE_FIXTURE(Fixture, "swap with extra arguments (by capture): atomos' chat
 TEST_CASE_FIXTURE(Fixture, "reset returns its argument and sets it") {
   Atom a = seg.atom("a", json::object{});
   json::value v = json::parse(R"({"foo": "bar", "list": [1, 2.5, null, true]})");
-  CHECK(a.reset(v) == v);
+  CHECK(*a.reset(v) == v);
   CHECK(*a.deref() == v);
   CHECK(a.version() == 1);
   CHECK(stored(seg, "a").value == v);
-  CHECK(a.reset(42) == json::value(42));
+  CHECK(*a.reset(42) == json::value(42));
   CHECK(*a.deref() == json::value(42));
   CHECK(a.version() == 2);
 }
@@ -126,11 +126,11 @@ TEST_CASE_FIXTURE(Fixture, "compare_and_set compares JSON values: object key ord
 TEST_CASE_FIXTURE(Fixture, "swap_vals and reset_vals return {old, new}") {
   Atom a = seg.atom("a", counter(0));
   auto [old1, new1] = a.swap_vals(increment);
-  CHECK(old1 == counter(0));
-  CHECK(new1 == counter(1));
+  CHECK(*old1 == counter(0));
+  CHECK(*new1 == counter(1));
   auto [old2, new2] = a.reset_vals(counter(10));
-  CHECK(old2 == counter(1));
-  CHECK(new2 == counter(10));
+  CHECK(*old2 == counter(1));
+  CHECK(*new2 == counter(10));
   CHECK(*a.deref() == counter(10));
   CHECK(a.version() == 2);
 }
@@ -178,7 +178,7 @@ TEST_CASE_FIXTURE(Fixture, "an exception thrown by f leaves the value and the ve
   // would hang there).
   auto later = atomtest::on_thread([a]() mutable { return a.swap(increment); });
   REQUIRE(later.wait_for(10s) == std::future_status::ready);
-  CHECK(later.get() == counter(7));
+  CHECK(*later.get() == counter(7));
   CHECK(a.version() == 2);
 }
 
@@ -223,7 +223,7 @@ TEST_CASE_FIXTURE(Fixture, "validator: a rejected value is Error(Rejected) and n
   // After a rejection the lock is free: a write on another thread completes.
   auto later = atomtest::on_thread([a]() mutable { return a.reset(counter(3)); });
   REQUIRE(later.wait_for(10s) == std::future_status::ready);
-  CHECK(later.get() == counter(3));
+  CHECK(*later.get() == counter(3));
 }
 
 TEST_CASE_FIXTURE(Fixture, "set_validator that rejects the current value throws and is not installed; nullptr removes") {
@@ -239,7 +239,7 @@ TEST_CASE_FIXTURE(Fixture, "set_validator that rejects the current value throws 
   Atom other = seg.open_atom("a");
   CHECK(error_code([&] { other.reset(counter(-3)); }) == ErrorCode::Rejected);
   a.set_validator(nullptr);
-  CHECK(a.reset(counter(-3)) == counter(-3));
+  CHECK(*a.reset(counter(-3)) == counter(-3));
   CHECK(*other.deref() == counter(-3));
 }
 
@@ -345,7 +345,7 @@ TEST_CASE_FIXTURE(Fixture, "a throwing watch does not stop the other watches, no
   a.add_watch("1-throws", [](const shmstate::WatchEvent&) { throw std::runtime_error("watch failed"); });
   a.add_watch("2-counts", [&](const shmstate::WatchEvent&) { ++ran; });
   a.add_watch("3-throws-other", [](const shmstate::WatchEvent&) { throw 42; });
-  CHECK(a.swap(increment) == counter(1));
+  CHECK(*a.swap(increment) == counter(1));
   CHECK_NOTHROW(a.reset(counter(5)));
   CHECK(a.compare_and_set(counter(5), counter(6)));
   CHECK(ran == 3);
@@ -373,7 +373,7 @@ TEST_CASE_FIXTURE(Fixture, "the Clojure-signature watch gets key, atom, old and 
 TEST_CASE_FIXTURE(Fixture, "swap_locked runs f exactly once, also against concurrent swaps from threads") {
   Atom a = seg.atom("a", counter(0));
   std::atomic<int> once{0};
-  CHECK(a.swap_locked([&](const json::value& v) {
+  CHECK(*a.swap_locked([&](const json::value& v) {
     ++once;
     return increment(v);
   }) == counter(1));
@@ -420,7 +420,7 @@ TEST_CASE_FIXTURE(Fixture, "writing the same atom inside swap_locked's f throws 
   // On its own thread, bounded: a deadlock fails the test instead of hanging it.
   auto fut = atomtest::on_thread([a, b, &seg = seg]() mutable {
     Result r;
-    r.outer = a.swap_locked([&](const json::value& v) {
+    r.outer = *a.swap_locked([&](const json::value& v) {
       r.reset_inside = error_code([&] { a.reset(counter(100)); });
       r.swap_inside = error_code([&] { a.swap(increment); });
       r.cas_inside = error_code([&] { a.compare_and_set(v, counter(100)); });
@@ -443,14 +443,14 @@ TEST_CASE_FIXTURE(Fixture, "writing the same atom inside swap_locked's f throws 
   CHECK(*a.deref() == counter(1));
   CHECK(a.version() == 1);
   // Afterwards this thread may write it normally.
-  CHECK(a.swap(increment) == counter(2));
+  CHECK(*a.swap(increment) == counter(2));
 
   // If f propagates the InvalidArgument, the outer swap_locked fails and
   // changes nothing.
-  CHECK(error_code([&] { a.swap_locked([&](const json::value& v) { return a.reset(v); }); }) ==
+  CHECK(error_code([&] { a.swap_locked([&](const json::value& v) { return *a.reset(v); }); }) ==
         ErrorCode::InvalidArgument);
   CHECK(a.version() == 2);
-  CHECK(a.swap(increment) == counter(3));
+  CHECK(*a.swap(increment) == counter(3));
 }
 
 // ---------------------------------------------------------------- sizes and memory
@@ -468,7 +468,7 @@ TEST_CASE("values of 100 KB and more round-trip through the segment") {
   json::value v = big;
   CHECK(json::serialize(v).size() > 250 * 1024);
 
-  CHECK(a.reset(v) == v);
+  CHECK(*a.reset(v) == v);
   CHECK(*a.deref() == v);
   auto s = stored(seg, "big");
   CHECK(s.valid);
@@ -568,9 +568,9 @@ TEST_CASE("a value that cannot fit is SegmentFull; the old value stays intact an
   // released: bounded on another thread).
   auto later = atomtest::on_thread([a]() mutable { return a.swap(increment); });
   REQUIRE(later.wait_for(10s) == std::future_status::ready);
-  CHECK(later.get() == counter(3));
+  CHECK(*later.get() == counter(3));
   json::value fits(atomtest::filler(40 * 1024));
-  CHECK(a.reset(fits) == fits);
+  CHECK(*a.reset(fits) == fits);
   CHECK(stored(seg, "a").value == fits);
   CHECK(a.version() == 3);
 }

@@ -41,6 +41,7 @@
 // N procs rows in forked children, each with its own copy of the Body's
 // captures: state meant to be shared must live in shared memory. Keep the two
 // Bodies alike except for the thing being compared.
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -457,7 +458,7 @@ Bodies atom_swap_bodies(Fixture& f, const std::string& object_name) {
         conns = conns.as_int64() + 1;
         return copy;
       });
-      acc += static_cast<std::uint64_t>(next.as_object()["conns"].as_int64());
+      acc += static_cast<std::uint64_t>(next->as_object().at("conns").as_int64());
     }
     return acc;
   };
@@ -472,6 +473,49 @@ Bodies atom_swap_bodies(Fixture& f, const std::string& object_name) {
     return acc;
   };
   return {std::move(candidate), std::move(baseline)};
+}
+
+// The same document kept as JSON text in shared memory behind a
+// process-shared mutex: what processes sharing one document do without
+// shmstate. Each op: lock, parse, modify, serialize, write back, unlock.
+struct LockedText {
+  pthread_mutex_t mutex;
+  std::size_t length;
+  char text[16384];
+};
+
+Body locked_text_body(const std::shared_ptr<SharedPages>& page, LockedText* doc) {
+  return [page, doc](std::uint64_t n) {
+    std::uint64_t acc = 0;
+    for (std::uint64_t i = 0; i < n; ++i) {
+      ::pthread_mutex_lock(&doc->mutex);
+      boost::json::value v = boost::json::parse(std::string_view(doc->text, doc->length));
+      auto& conns = v.as_object()["conns"];
+      conns = conns.as_int64() + 1;
+      std::string out = boost::json::serialize(v);
+      std::memcpy(doc->text, out.data(), out.size());  // the document stays ~1 KB
+      doc->length = out.size();
+      ::pthread_mutex_unlock(&doc->mutex);
+      acc += out.size();
+    }
+    return acc;
+  };
+}
+
+Bodies atom_swap_shared_bodies(Fixture& f, const std::string& object_name) {
+  auto page = std::make_shared<SharedPages>(sizeof(LockedText));
+  auto* doc = new (page->get()) LockedText;
+  pthread_mutexattr_t attr;
+  ::pthread_mutexattr_init(&attr);
+  ::pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  ::pthread_mutex_init(&doc->mutex, &attr);
+  ::pthread_mutexattr_destroy(&attr);
+  std::string text = boost::json::serialize(document_1kb());
+  std::memcpy(doc->text, text.data(), text.size());
+  doc->length = text.size();
+  Bodies b = atom_swap_bodies(f, object_name);
+  b.baseline = locked_text_body(page, doc);
+  return b;
 }
 
 std::vector<Case> make_cases() {
@@ -511,12 +555,24 @@ std::vector<Case> make_cases() {
       Target{1.3, std::nullopt},
       [](Fixture& f) { return atom_swap_bodies(f, "bench.swap.1"); },
   });
+  // With 2 processes "the same document" is one shared document, so the
+  // baseline is the same JSON work on shared text under a process-shared
+  // mutex. The second row compares with private, unshared copies instead:
+  // an upper bound no shared value can reach, since updates to one value
+  // are serial (each must see the one before).
   cases.push_back(Case{
       "Atom::swap 1KB 2 procs",
-      "Boost.JSON parse+modify+serialize 1KB 2 procs",
+      "locked shared text parse+modify+serialize 1KB 2 procs",
       2,
       Target{1.3, std::nullopt},
-      [](Fixture& f) { return atom_swap_bodies(f, "bench.swap.2"); },
+      [](Fixture& f) { return atom_swap_shared_bodies(f, "bench.swap.2"); },
+  });
+  cases.push_back(Case{
+      "Atom::swap 1KB 2 procs (vs unshared)",
+      "Boost.JSON parse+modify+serialize 1KB 2 procs, private copies",
+      2,
+      Target{},
+      [](Fixture& f) { return atom_swap_bodies(f, "bench.swap.2u"); },
   });
 
   return cases;

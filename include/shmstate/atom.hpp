@@ -20,6 +20,10 @@
 // function may be called from any thread. All handles to one atom inside one
 // process share a parsed-value cache, the watches and the validator.
 //
+// Size. A value needs two power-of-two blocks (the published buffer and the
+// one the next write fills), so an atom of n bytes of JSON can take up to
+// about 4n of the segment; growing values reuse freed blocks.
+//
 // Per-process parts. Watches and validators are functions, so they belong to
 // the process that registered them: a validator checks the changes this
 // process makes; watches see the changes every process makes. Neither is
@@ -89,32 +93,40 @@ class Atom {
   // Clojure's swap!: reads the value, calls f outside any lock, and commits
   // f's result only if no other writer committed meanwhile; else retries with
   // the newer value. f may therefore run several times and must be pure.
-  // Returns the new value. An exception from f (or the validator rejecting
+  // Returns the new value (shared and immutable, like deref(): no copy is
+  // made for the caller). An exception from f (or the validator rejecting
   // f's result: Error(Rejected)) propagates and nothing changes. Throws
   // SegmentFull if the new value does not fit (the old value stays).
-  boost::json::value swap(const Fn& f);
-  std::pair<boost::json::value, boost::json::value> swap_vals(const Fn& f);  // {old, new}
+  Value swap(const Fn& f);
+  std::pair<Value, Value> swap_vals(const Fn& f);  // {old, new}
 
   // Runs f exactly once while holding the atom's writer lock: for expensive or
   // side-effecting f. Other writers wait; readers don't. If this process dies
   // inside f, the value stays the old one and the next writer gets the lock.
-  boost::json::value swap_locked(const Fn& f);
+  Value swap_locked(const Fn& f);
 
   // Sets the value unconditionally; returns it. reset_vals returns {old, new}.
-  boost::json::value reset(boost::json::value value);
-  std::pair<boost::json::value, boost::json::value> reset_vals(boost::json::value value);
+  // reset also repairs an atom whose stored value is damaged (every other
+  // operation reports Corrupt then): old is JSON null in that case.
+  Value reset(boost::json::value value);
+  std::pair<Value, Value> reset_vals(boost::json::value value);
 
   // Sets `desired` if the current value equals `expected` as JSON (objects
   // compare regardless of key order). Returns whether it did.
   bool compare_and_set(const boost::json::value& expected, boost::json::value desired);
 
   // Registers fn under key (replacing one with the same key). fn runs after
-  // every successful change by any process: for this process's own changes
-  // synchronously in the writing thread, after the change is published and
-  // the lock released; for other processes' changes on this process's
-  // dispatcher thread. Events for one atom are delivered one at a time and in
-  // version order; consecutive events chain (each old_version is the previous
-  // new_version). An exception from a watch is swallowed; the others still run.
+  // every successful change by any process, with no shared-memory lock held:
+  // for this process's own changes in the writing thread, after the change is
+  // published and the lock released, before the write returns; for other
+  // processes' changes on this process's dispatcher thread. Events for one
+  // atom are delivered one at a time and in version order; consecutive events
+  // chain (each old_version is the previous new_version). To keep that order
+  // without making writers wait, an own change made while another thread of
+  // this process is running this atom's watches is delivered by that thread,
+  // right after (WatchEvent::own still says whose change it was). A watch may
+  // write atoms, this one included. An exception from a watch is swallowed;
+  // the others still run.
   void add_watch(std::string key, WatchFn fn);
   void add_watch(std::string key, ClojureWatchFn fn);
   // Removing a missing key is fine. A watch being run may still finish.

@@ -242,7 +242,7 @@ json::value swap(const Segment& segment, std::string_view object,
                  const std::function<json::value(const json::value&)>& f) {
   ObjectInfo info = require(segment, object);
   switch (info.kind) {
-    case Kind::Atom: return segment.open_atom(object).swap(f);
+    case Kind::Atom: return *segment.open_atom(object).swap(f);
     case Kind::Reference: {
       // The same retry-on-conflict contract over the reference's CAS.
       auto ref = segment.open_atomic_reference(object);

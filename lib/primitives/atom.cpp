@@ -293,7 +293,13 @@ std::pair<Atom::Value, Atom::Value> AtomCore::reset(json::value new_value) {
   AtomSnapshot old;
   {
     WriterLock lock(state_, where());
-    old = read();
+    try {
+      old = read();
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::Corrupt) throw;
+      // The stored value is damaged: reset is the way to repair it.
+      old = {version(), std::make_shared<const json::value>(nullptr)};
+    }
     commit_locked(old.version, value, bytes);
   }
   after_commit(old, value);
@@ -448,16 +454,12 @@ Atom::Versioned Atom::deref_versioned() const {
   auto snap = core_->read();
   return {snap.version, std::move(snap.value)};
 }
-json::value Atom::swap(const Fn& f) { return *core_->swap(f).second; }
-std::pair<json::value, json::value> Atom::swap_vals(const Fn& f) {
-  auto [old_value, new_value] = core_->swap(f);
-  return {*old_value, *new_value};
-}
-json::value Atom::swap_locked(const Fn& f) { return *core_->swap_locked(f).second; }
-json::value Atom::reset(json::value value) { return *core_->reset(std::move(value)).second; }
-std::pair<json::value, json::value> Atom::reset_vals(json::value value) {
-  auto [old_value, new_value] = core_->reset(std::move(value));
-  return {*old_value, *new_value};
+Atom::Value Atom::swap(const Fn& f) { return core_->swap(f).second; }
+std::pair<Atom::Value, Atom::Value> Atom::swap_vals(const Fn& f) { return core_->swap(f); }
+Atom::Value Atom::swap_locked(const Fn& f) { return core_->swap_locked(f).second; }
+Atom::Value Atom::reset(json::value value) { return core_->reset(std::move(value)).second; }
+std::pair<Atom::Value, Atom::Value> Atom::reset_vals(json::value value) {
+  return core_->reset(std::move(value));
 }
 bool Atom::compare_and_set(const json::value& expected, json::value desired) {
   return core_->compare_and_set(expected, std::move(desired));
