@@ -665,7 +665,12 @@ TEST_CASE_FIXTURE(Fixture, "deref of an unchanged value returns the same shared 
   CHECK(fresh.deref().get() == q1.get());
 }
 
-TEST_CASE_FIXTURE(Fixture, "deref of damaged bytes is Error(Corrupt), never garbage or a crash") {
+namespace {
+// Replaces whatever is there by 1 (used after a repair).
+json::value increment_or_init(const json::value& v) { return v.is_int64() ? json::value(v.as_int64() + 1) : json::value(1); }
+}  // namespace
+
+TEST_CASE_FIXTURE(Fixture, "deref of damaged bytes is Error(Corrupt), never garbage or a crash; reset repairs it") {
   seg.atom("a", json::parse(R"({"ok": true})"));  // no handle is kept: nothing cached
   seg.atom("b", json::parse(R"({"ok": true})"));
   auto& sa = atomtest::atom_state(seg, "a");
@@ -678,6 +683,24 @@ TEST_CASE_FIXTURE(Fixture, "deref of damaged bytes is Error(Corrupt), never garb
   CHECK(error_code([&] { seg.open_atom("b").deref(); }) == ErrorCode::Corrupt);
   // Other atoms are unaffected.
   CHECK(*seg.atom("c", 3).deref() == json::value(3));
+
+  // reset repairs a damaged atom; the writes that need the old value report
+  // Corrupt and change nothing.
+  Atom damaged = seg.open_atom("a");
+  CHECK(error_code([&] { damaged.swap(increment); }) == ErrorCode::Corrupt);
+  CHECK(error_code([&] { damaged.compare_and_set(json::value(1), json::value(2)); }) == ErrorCode::Corrupt);
+  CHECK(damaged.version() == 0);
+  auto [old_value, new_value] = damaged.reset_vals(json::parse(R"({"repaired": true})"));
+  CHECK(old_value->is_null());
+  CHECK(*new_value == json::parse(R"({"repaired": true})"));
+  CHECK(damaged.version() == 1);
+  CHECK(*seg.open_atom("a").deref() == json::parse(R"({"repaired": true})"));
+  CHECK(*damaged.swap(increment_or_init) == json::value(1));
+  Atom overstated = seg.open_atom("b");
+  overstated.reset(json::value(7));
+  CHECK(*overstated.deref() == json::value(7));
+  for (int i = 0; i < 4; ++i) overstated.reset(json::value(std::string(200 * i, 'x')));  // both buffers again
+  CHECK(overstated.deref()->as_string().size() == 600);
 }
 
 TEST_CASE_FIXTURE(Fixture, "deref_versioned and get_versioned return a value with its own version") {
