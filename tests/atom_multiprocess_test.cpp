@@ -97,7 +97,7 @@ TEST_CASE("10 processes x 1,000 swaps of a JSON object end at exactly 10,000") {
   test::TempSegment t("atom-mp");
   Segment seg = Segment::create(t.name(), {.size = 1 << 20});
   Atom a = seg.atom("state", json::object{{"n", 0}, {"by", json::object{}}});
-  auto codes = atomtest::run_children(10, [&](int i) {
+  auto codes = test::run_children(10, [&](int i) {
     Atom mine = Segment::open(t.name()).open_atom("state");
     std::string me = std::to_string(i);
     for (int k = 0; k < 1000; ++k) {
@@ -125,7 +125,7 @@ TEST_CASE("10 processes x 1,000 compare_and_set attempts: the counter ends at th
   Segment seg = Segment::create(t.name(), {.size = 1 << 20});
   Atom a = seg.atom("state", counter(0));
   auto successes = seg.atomic<std::int64_t>("successes", 0);
-  auto codes = atomtest::run_children(10, [&](int) {
+  auto codes = test::run_children(10, [&](int) {
     Segment s = Segment::open(t.name());
     Atom mine = s.open_atom("state");
     auto total = s.open_atomic<std::int64_t>("successes");
@@ -150,7 +150,7 @@ TEST_CASE("AtomicReference across processes: compare_and_set counts exactly, get
   test::TempSegment t("atom-mp");
   Segment seg = Segment::create(t.name(), {.size = 1 << 20});
   auto ref = seg.atomic_reference("ref", counter(0));
-  auto codes = atomtest::run_children(4, [&](int) {
+  auto codes = test::run_children(4, [&](int) {
     auto r = Segment::open(t.name()).open_atomic_reference("ref");
     for (int k = 0; k < 500; ++k) {
       for (int tries = 0;; ++tries) {
@@ -171,7 +171,7 @@ TEST_CASE("AtomicReference across processes: compare_and_set counts exactly, get
   test::SharedMemory mem(kChildren * kEach * sizeof(std::int64_t));
   auto* olds = mem.as<std::int64_t>();
   auto tokens = seg.atomic_reference("tokens", -1);
-  codes = atomtest::run_children(kChildren, [&](int i) {
+  codes = test::run_children(kChildren, [&](int i) {
     auto r = Segment::open(t.name()).open_atomic_reference("tokens");
     for (int k = 0; k < kEach; ++k) olds[i * kEach + k] = r.get_and_set(i * kEach + k).as_int64();
     return 0;
@@ -252,7 +252,7 @@ TEST_CASE("watches in the parent see other processes' changes in version order, 
     rec.add(e);
     if (++calls % 16 == 0) std::this_thread::sleep_for(2ms);
   });
-  auto codes = atomtest::run_children(3, [&](int) { return swaps(300); });
+  auto codes = test::run_children(3, [&](int) { return swaps(300); });
   for (int c : codes) CHECK(c == 0);
   CHECK(test::eventually([&] { return rec.last_version() == 1801; }));
 

@@ -24,29 +24,7 @@ namespace {
 
 constexpr int kProcesses = 4;
 
-// Forks n children that each open the segment themselves (a fresh handle,
-// but the same mapping they inherited) and run body(index), released
-// together through a start flag. Returns their exit codes.
-template <class Body>
-std::vector<int> run_children(int n, Body body, std::chrono::milliseconds limit = 60s) {
-  test::SharedMemory mem;
-  auto* go = mem.as<std::atomic<int>>();
-  auto* ready = reinterpret_cast<std::atomic<int>*>(mem.as<char>() + 64);
-  std::vector<std::unique_ptr<test::Child>> children;
-  for (int i = 0; i < n; ++i)
-    children.push_back(std::make_unique<test::Child>([&, i] {
-      ready->fetch_add(1);
-      auto end = Clock::now() + 30s;
-      while (go->load() == 0)
-        if (Clock::now() > end) return 97;
-      return body(i);
-    }));
-  test::eventually([&] { return ready->load() == n; });
-  go->store(1);
-  std::vector<int> codes;
-  for (auto& c : children) codes.push_back(c->exit_code_within(limit));
-  return codes;
-}
+using test::run_children;
 
 // The event count's waiter counter of an Atomic's shared state: lets the test
 // act only once a waiter in another process is really registered.

@@ -16,6 +16,7 @@
 #include <shmstate/inspect.hpp>
 #include <shmstate/segment.hpp>
 
+#include "support/checks.hpp"
 #include "support/proc.hpp"
 
 using namespace std::chrono_literals;
@@ -34,18 +35,7 @@ bool contains(const std::string& s, const std::string& part) { return s.find(par
 
 std::uint64_t bits(double d) { return std::bit_cast<std::uint64_t>(d); }
 
-template <class F>
-shmstate::Error error_of(F&& f) {
-  try {
-    f();
-  } catch (const shmstate::Error& e) {
-    return e;
-  } catch (const std::exception& e) {
-    FAIL("threw a non-shmstate exception: " << e.what());
-  }
-  FAIL("did not throw");
-  return shmstate::Error(ErrorCode::Io, "unreachable");
-}
+using test::error_of;
 
 struct Fixture {
   test::TempSegment t{"atomic"};

@@ -22,6 +22,7 @@
 
 #include "segment/layout.hpp"
 #include "segment/segment_impl.hpp"
+#include "support/checks.hpp"
 #include "support/proc.hpp"
 
 using namespace std::chrono_literals;
@@ -34,19 +35,7 @@ namespace {
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
-// Runs f, which must throw shmstate::Error; returns it (a failed check if not).
-template <class F>
-shmstate::Error error_of(F&& f) {
-  try {
-    f();
-  } catch (const shmstate::Error& e) {
-    return e;
-  } catch (const std::exception& e) {
-    FAIL("threw a non-shmstate exception: " << e.what());
-  }
-  FAIL("did not throw");
-  return shmstate::Error(ErrorCode::Io, "unreachable");
-}
+using test::error_of;
 
 #define CHECK_ERROR(expr, code_)                                  \
   do {                                                            \

@@ -191,32 +191,6 @@ class Pipe {
   int fds_[2];
 };
 
-// Forks n children released together; each runs body(index) and exits with
-// its return value. Returns their exit codes (Child::kTimedOut for one still
-// running after `limit`, which is then killed).
-template <class Body>
-std::vector<int> run_children(int n, Body body, std::chrono::milliseconds limit = std::chrono::seconds(60)) {
-  test::SharedMemory mem;
-  auto* go = mem.as<std::atomic<int>>();
-  auto* ready = reinterpret_cast<std::atomic<int>*>(mem.as<char>() + 64);
-  std::vector<std::unique_ptr<test::Child>> children;
-  for (int i = 0; i < n; ++i)
-    children.push_back(std::make_unique<test::Child>([&, i] {
-      ready->fetch_add(1);
-      auto end = Clock::now() + std::chrono::seconds(30);
-      while (go->load() == 0) {
-        if (Clock::now() > end) return 97;
-        std::this_thread::yield();
-      }
-      return body(i);
-    }));
-  test::eventually([&] { return ready->load() == n; });
-  go->store(1);
-  std::vector<int> codes;
-  for (auto& c : children) codes.push_back(c->exit_code_within(limit));
-  return codes;
-}
-
 // {"n": v.n + 1, ...rest}: the increment every counting test uses.
 inline json::value increment(const json::value& v) {
   json::object o = v.as_object();

@@ -17,8 +17,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <shmstate/segment.hpp>
 
@@ -165,5 +167,31 @@ class SharedMemory {
   std::size_t bytes_;
   void* p_;
 };
+
+// Forks n children released together; each runs body(index) and exits with
+// its return value. Returns their exit codes (Child::kTimedOut for one still
+// running after `limit`, which is then killed).
+template <class Body>
+std::vector<int> run_children(int n, Body body, std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+  test::SharedMemory mem;
+  auto* go = mem.as<std::atomic<int>>();
+  auto* ready = reinterpret_cast<std::atomic<int>*>(mem.as<char>() + 64);
+  std::vector<std::unique_ptr<test::Child>> children;
+  for (int i = 0; i < n; ++i)
+    children.push_back(std::make_unique<test::Child>([&, i] {
+      ready->fetch_add(1);
+      auto end = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+      while (go->load() == 0) {
+        if (std::chrono::steady_clock::now() > end) return 97;
+        std::this_thread::yield();
+      }
+      return body(i);
+    }));
+  test::eventually([&] { return ready->load() == n; });
+  go->store(1);
+  std::vector<int> codes;
+  for (auto& c : children) codes.push_back(c->exit_code_within(limit));
+  return codes;
+}
 
 }  // namespace test
