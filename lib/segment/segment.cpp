@@ -3,6 +3,7 @@
 #include <shmstate/segment.hpp>
 
 #include <dirent.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/mman.h>
@@ -58,8 +59,15 @@ struct Cached {
   bip::mapped_region region;
 };
 std::mutex& cache_mutex() {
-  static std::mutex m;
-  return m;
+  static std::mutex* m = [] {
+    auto* mu = new std::mutex();  // never destroyed, like the cache
+    // Held across fork(): a child must not inherit it locked by a thread
+    // (say, one opening a segment) that does not exist in the child.
+    ::pthread_atfork([] { cache_mutex().lock(); }, [] { cache_mutex().unlock(); },
+                     [] { cache_mutex().unlock(); });
+    return mu;
+  }();
+  return *m;
 }
 std::map<std::pair<dev_t, ino_t>, Cached>& cache() {
   static auto* m = new std::map<std::pair<dev_t, ino_t>, Cached>();  // never destroyed
