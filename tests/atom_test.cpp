@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -745,4 +746,44 @@ TEST_CASE_FIXTURE(Fixture, "AtomicReference: get, set, get_and_set, compare_and_
   auto again = seg.open_atomic_reference("ref");
   CHECK(again.get().is_null());
   CHECK(again.version() == 4);
+}
+
+namespace {
+json::value nested(int depth) {
+  json::value v = 1;
+  for (int i = 0; i < depth; ++i) {
+    json::array a;
+    a.push_back(std::move(v));
+    v = std::move(a);
+  }
+  return v;
+}
+}  // namespace
+
+TEST_CASE_FIXTURE(Fixture, "only JSON every process can read back is stored: deep, NaN, infinity, bad UTF-8 are rejected") {
+  Atom a = seg.atom("a", counter(0));
+  const json::value bad[] = {nested(513), json::value(std::nan("")), json::value(HUGE_VAL),
+                             json::value(std::string("\xff\xfe")), json::value(std::string("\xed\xa0\x80")),
+                             json::value(std::string("\xc0\xaf")), json::parse(R"({"k": [1, 2]})")};
+  int i = 0;
+  for (json::value v : bad) {
+    CAPTURE(i);
+    if (i == 6) {  // a bad key
+      json::object o;
+      o[std::string("\xff")] = 1;
+      v = o;
+    }
+    CHECK(error_code([&] { a.reset(v); }) == ErrorCode::InvalidArgument);
+    CHECK(error_code([&] { a.swap([&](const json::value&) { return v; }); }) == ErrorCode::InvalidArgument);
+    CHECK(a.version() == 0);
+    CHECK(error_code([&] { seg.atom("new" + std::to_string(i), v); }) == ErrorCode::InvalidArgument);
+    CHECK(!seg.find("new" + std::to_string(i)).has_value());
+    ++i;
+  }
+  // The limits themselves are storable, and the stored bytes parse as readers parse them.
+  a.reset(nested(512));
+  CHECK(stored(seg, "a").valid);
+  CHECK(stored(seg, "a").value == nested(512));
+  a.reset(json::value("h\xc3\xa9llo \xf0\x9f\x98\x80"));
+  CHECK(stored(seg, "a").value == json::value("h\xc3\xa9llo \xf0\x9f\x98\x80"));
 }

@@ -93,6 +93,10 @@ class Atom {
   // Clojure's swap!: reads the value, calls f outside any lock, and commits
   // f's result only if no other writer committed meanwhile; else retries with
   // the newer value. f may therefore run several times and must be pure.
+  // Every write (and the initial value) must be JSON that any process can
+  // read back: nesting at most 512 deep, finite numbers, valid UTF-8 in
+  // strings and keys; anything else is Error(InvalidArgument), nothing changes.
+  //
   // Returns the new value (shared and immutable, like deref(): no copy is
   // made for the caller). An exception from f (or the validator rejecting
   // f's result: Error(Rejected)) propagates and nothing changes. Throws

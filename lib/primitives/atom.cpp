@@ -14,6 +14,7 @@
 #include "platform/crash_point.hpp"
 #include "platform/system_error.hpp"
 #include "primitives/atom_core.hpp"
+#include "primitives/json_storable.hpp"
 
 namespace shmstate {
 
@@ -89,6 +90,7 @@ std::shared_ptr<AtomCore> open_core(SegmentImpl& segment, std::string_view name,
                                     const json::value* initial) {
   ObjectSlot slot;
   if (initial != nullptr) {
+    check_storable(*initial, segment.where(name));
     std::string bytes = json::serialize(*initial);
     slot = segment.find_or_create(name, kind, sizeof(AtomState), alignof(AtomState),
                                   [&](std::byte* p) { init_atom_state(segment, p, kind, bytes, name); });
@@ -165,7 +167,7 @@ AtomSnapshot AtomCore::read() const {
       throw Error(ErrorCode::Corrupt, where() + ": value buffer of version " + std::to_string(atom_version(word)) +
                                           " lies outside the heap");
     boost::system::error_code ec;
-    json::value parsed = json::parse(bytes, ec);
+    json::value parsed = json::parse(bytes, ec, {}, json_parse_options());
     if (ec)
       throw Error(ErrorCode::Corrupt, where() + ": version " + std::to_string(atom_version(word)) +
                                           " is not valid JSON (" + ec.message() + ")");
@@ -180,6 +182,7 @@ AtomSnapshot AtomCore::read() const {
 }
 
 void AtomCore::validate(const json::value& v) const {
+  check_storable(v, where());
   if (!has_validator_.load(std::memory_order_acquire)) return;  // no lock, no getpid() on the common path
   std::shared_ptr<Atom::Validator> validator;
   {
