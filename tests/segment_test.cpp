@@ -15,6 +15,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <shmstate/atomic.hpp>
@@ -835,4 +836,28 @@ TEST_CASE("objects are aligned even when the heap top is not") {
   CHECK(info->offset % 64 == 0);
   CHECK(info->offset >= odd + 8);
   CHECK(n.add_and_get(1) == 4);
+}
+
+// Regression: create() published the name, another thread of the same process
+// opened and cached it first, and create() then unmapped its own region while
+// returning a handle into it (the next use faulted).
+TEST_CASE("two threads of one process open_or_create the same new segment: both handles work") {
+  test::TempSegment seg("thr-ooc");
+  for (int round = 0; round < 2000; ++round) {
+    shmstate::Segment::remove(seg.name());
+    std::int64_t seen[2] = {0, 0};
+    std::atomic<int> ready{0};
+    auto work = [&](int t) {
+      ready.fetch_add(1);
+      while (ready.load() < 2) {
+      }  // both start together: the race needs them in the same microseconds
+      auto s = shmstate::Segment::open_or_create(seg.name());
+      seen[t] = s.atomic<std::int64_t>("n", 0).add_and_get(1);
+    };
+    std::thread other(work, 1);
+    work(0);
+    other.join();
+    CAPTURE(round);
+    REQUIRE(seen[0] + seen[1] == 3);  // 1 and 2, in some order: one shared counter
+  }
 }

@@ -74,15 +74,28 @@ std::map<std::pair<dev_t, ino_t>, Cached>& cache() {
   return *m;
 }
 
-std::shared_ptr<SegmentImpl> make_impl(std::string_view name, bip::mapped_region& region) {
+// Builds the process's view from a header that validate_header() accepted
+// (a private copy: another process may rewrite the live one at any time), so
+// the registry pointer and all bounds come from checked numbers only.
+std::shared_ptr<SegmentImpl> make_impl(std::string_view name, bip::mapped_region& region,
+                                       const SegmentHeader& checked) {
+  if (region.get_size() < checked.size)
+    throw Error(ErrorCode::Corrupt, platform::where(name) + ": the file shrank to " +
+                                       std::to_string(region.get_size()) + " bytes while being opened");
   auto impl = std::make_shared<SegmentImpl>();
   impl->name = std::string(name);
   impl->base = static_cast<std::byte*>(region.get_address());
-  impl->size = region.get_size();
+  impl->size = checked.size;
   impl->header = reinterpret_cast<SegmentHeader*>(impl->base);
-  impl->entries = reinterpret_cast<detail::RegistryEntry*>(impl->base + impl->header->registry_offset);
-  impl->capacity = impl->header->registry_capacity;
+  impl->entries = reinterpret_cast<detail::RegistryEntry*>(impl->base + checked.registry_offset);
+  impl->capacity = checked.registry_capacity;
   return impl;
+}
+
+// This process's mapping of the file, if it has one. REQUIRES: cache_mutex().
+std::shared_ptr<SegmentImpl> cached(const struct stat& st) {
+  auto it = cache().find(std::make_pair(st.st_dev, st.st_ino));
+  return it == cache().end() ? nullptr : it->second.impl;
 }
 
 void validate_options(std::string_view name, const SegmentOptions& o) {
@@ -163,7 +176,7 @@ Segment open_mapped(std::string_view name) {
   if (::fstat(fd, &st) != 0) platform::throw_errno(errno, ctx);
   std::lock_guard<std::mutex> guard(cache_mutex());
   auto key = std::make_pair(st.st_dev, st.st_ino);
-  if (auto it = cache().find(key); it != cache().end()) return SegmentFactory::make(it->second.impl);
+  if (auto existing = cached(st)) return SegmentFactory::make(std::move(existing));
 
   alignas(64) std::byte head[sizeof(SegmentHeader)] = {};
   std::uint64_t file_size = static_cast<std::uint64_t>(st.st_size);
@@ -172,7 +185,7 @@ Segment open_mapped(std::string_view name) {
   detail::validate_header(name, head, file_size);
 
   bip::mapped_region region = boost_call(ctx, [&] { return bip::mapped_region(shm, bip::read_write); });
-  auto impl = make_impl(name, region);
+  auto impl = make_impl(name, region, *reinterpret_cast<const SegmentHeader*>(head));
   cache().emplace(key, Cached{impl, std::move(region)});
   return SegmentFactory::make(std::move(impl));
 }
@@ -220,7 +233,11 @@ Segment Segment::create(std::string_view name, const SegmentOptions& options) {
   struct stat st;
   if (::fstat(fd, &st) != 0) platform::throw_errno(errno, ctx);
   std::lock_guard<std::mutex> lock(cache_mutex());
-  auto impl = make_impl(name, region);
+  // Another thread of this process may have opened the published name
+  // between the rename and here: use its mapping and drop ours (ours was
+  // never used for locking, so unmapping it loses nothing).
+  if (auto existing = cached(st)) return Segment(std::move(existing));
+  auto impl = make_impl(name, region, *static_cast<const SegmentHeader*>(region.get_address()));
   cache().emplace(std::make_pair(st.st_dev, st.st_ino), Cached{impl, std::move(region)});
   return Segment(std::move(impl));
 }
