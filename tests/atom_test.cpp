@@ -787,3 +787,15 @@ TEST_CASE_FIXTURE(Fixture, "only JSON every process can read back is stored: dee
   a.reset(json::value("h\xc3\xa9llo \xf0\x9f\x98\x80"));
   CHECK(stored(seg, "a").value == json::value("h\xc3\xa9llo \xf0\x9f\x98\x80"));
 }
+
+TEST_CASE_FIXTURE(Fixture, "a damaged inactive buffer descriptor is replaced, not trusted: reset still works") {
+  Atom a = seg.atom("a", counter(1));
+  auto& s = atomtest::atom_state(seg, "a");
+  auto& inactive = s.buffers[shmstate::detail::atom_buffer(s.current.load()) ^ 1];
+  inactive.offset.store(std::uint64_t{1} << 50);  // far outside the segment
+  inactive.capacity.store(std::uint64_t{1} << 62);  // doubling it would overflow
+  CHECK(*a.reset(counter(2)) == counter(2));
+  CHECK(stored(seg, "a").value == counter(2));
+  for (int i = 3; i < 8; ++i) CHECK(*a.swap(increment) == counter(i));
+  CHECK(stored(seg, "a").value == counter(7));
+}

@@ -89,7 +89,8 @@ TEST_CASE("crash point: creator killed before publishing a segment leaves no nam
     Segment::create(t.name(), {.size = 64 * 1024});
     return 0;  // not reached when the crash point works
   });
-  const std::string temp_prefix = ".shmstate-tmp-" + std::to_string(creator.pid()) + "-";
+  const std::string temp_prefix = ".shmstate-tmp-" + std::to_string(shmstate::platform::pid_namespace_id()) + "-" +
+                                  std::to_string(creator.pid()) + "-";
   REQUIRE(creator.exit_code_within(10s) == kCrashExitCode);
 
   CHECK_FALSE(Segment::exists(t.name()));
@@ -122,7 +123,9 @@ TEST_CASE("crash point: open_or_create after a creator died before publishing") 
   Segment seg = Segment::open_or_create(t.name(), {.size = 64 * 1024});
   CHECK(Clock::now() - t0 < 10s);
   CHECK(seg.objects().empty());
-  CHECK(shm_files(".shmstate-tmp-" + std::to_string(creator.pid()) + "-").empty());
+  CHECK(shm_files(".shmstate-tmp-" + std::to_string(shmstate::platform::pid_namespace_id()) + "-" +
+                  std::to_string(creator.pid()) + "-")
+            .empty());
 }
 
 enum class Next { SameName, OtherNameFirst, OtherProcess };
@@ -304,18 +307,22 @@ TEST_CASE("a waiter SIGKILLed inside wait_while_equal blocks nobody") {
   CHECK(waiter.exit_code_within(40s) == 0);
 }
 
-TEST_CASE("create sweeps only temp files of dead creators") {
+TEST_CASE("create sweeps only temp files of dead creators in its own PID namespace") {
   auto self = shmstate::platform::self_identity();
-  // A live creator mid-build (this process), a dead one (a reaped child), and
-  // a recycled pid (this pid with another start time: its creator is gone).
-  std::string live = ".shmstate-tmp-" + std::to_string(self.pid) + "-" + std::to_string(self.start_time) + "-9999";
+  const std::string ns = std::to_string(shmstate::platform::pid_namespace_id());
+  // A live creator mid-build (this process), a dead one (a reaped child), a
+  // recycled pid (this pid with another start time: its creator is gone), and
+  // a dead-looking one from another PID namespace (its pid means nothing here).
+  std::string live = ".shmstate-tmp-" + ns + "-" + std::to_string(self.pid) + "-" + std::to_string(self.start_time) + "-9999";
   test::Child gone([] { return 0; });
   pid_t dead_pid = gone.pid();
   REQUIRE(gone.exit_code_within(10s) == 0);
-  std::string dead = ".shmstate-tmp-" + std::to_string(dead_pid) + "-1-0";
+  std::string dead = ".shmstate-tmp-" + ns + "-" + std::to_string(dead_pid) + "-1-0";
   std::string recycled =
-      ".shmstate-tmp-" + std::to_string(self.pid) + "-" + std::to_string(self.start_time + 1) + "-0";
-  for (const auto& n : {live, dead, recycled}) {
+      ".shmstate-tmp-" + ns + "-" + std::to_string(self.pid) + "-" + std::to_string(self.start_time + 1) + "-0";
+  std::string foreign_ns = ".shmstate-tmp-" + std::to_string(shmstate::platform::pid_namespace_id() + 1) + "-" +
+                           std::to_string(dead_pid) + "-1-0";
+  for (const auto& n : {live, dead, recycled, foreign_ns}) {
     FILE* f = std::fopen(("/dev/shm/" + n).c_str(), "w");
     REQUIRE(f != nullptr);
     std::fclose(f);
@@ -325,9 +332,8 @@ TEST_CASE("create sweeps only temp files of dead creators") {
   CHECK(shm_files(live).size() == 1);
   CHECK(shm_files(dead).empty());
   CHECK(shm_files(recycled).empty());
-  ::unlink(("/dev/shm/" + live).c_str());
-  ::unlink(("/dev/shm/" + dead).c_str());
-  ::unlink(("/dev/shm/" + recycled).c_str());
+  CHECK(shm_files(foreign_ns).size() == 1);
+  for (const auto& n : {live, dead, recycled, foreign_ns}) ::unlink(("/dev/shm/" + n).c_str());
 }
 
 // fork() while another thread holds the process's segment-cache mutex (it is

@@ -861,3 +861,17 @@ TEST_CASE("two threads of one process open_or_create the same new segment: both 
     REQUIRE(seen[0] + seen[1] == 3);  // 1 and 2, in some order: one shared counter
   }
 }
+
+TEST_CASE("a free list that points at itself never hands out one block twice") {
+  test::TempSegment t("freeloop");
+  auto seg = shmstate::Segment::create(t.name());
+  auto& impl = seg.impl();
+  std::uint64_t cap = 0;
+  std::uint64_t a = impl.allocate_block(100, &cap, "x");
+  impl.free_block(a, cap);
+  std::memcpy(impl.base + a, &a, sizeof a);  // damage: a.next = a
+  std::uint64_t first = impl.allocate_block(100, &cap, "x");
+  std::uint64_t second = impl.allocate_block(100, &cap, "x");
+  CHECK(first == a);
+  CHECK(second != a);
+}

@@ -200,10 +200,14 @@ std::uint64_t AtomCore::publish_locked(const std::string& bytes) {
   std::uint64_t length = bytes.size();
   std::uint64_t offset = b.offset.load(std::memory_order_relaxed);
   std::uint64_t capacity = b.capacity.load(std::memory_order_relaxed);
-  if (offset == 0 || capacity < length || !segment_.in_heap(offset, capacity)) {
-    // Grow by doubling (amortised). SegmentFull is thrown before anything changed.
+  bool usable = offset != 0 && segment_.in_heap(offset, capacity);
+  if (!usable || capacity < length) {
+    // Grow by doubling (amortised). A damaged descriptor is sized from the
+    // value alone, so it can never demand an impossible block. SegmentFull is
+    // thrown before anything changed.
+    std::uint64_t want = usable ? std::max(length, capacity * 2) : length;
     std::uint64_t new_capacity = 0;
-    std::uint64_t new_offset = segment_.allocate_block(std::max(length, capacity * 2), &new_capacity, object_);
+    std::uint64_t new_offset = segment_.allocate_block(want, &new_capacity, object_);
     // Capacity 0 first: a writer killed between these stores leaves a
     // descriptor that merely looks too small (the next writer reallocates and
     // leaks at most these blocks), never one that overstates a block.
@@ -211,14 +215,16 @@ std::uint64_t AtomCore::publish_locked(const std::string& bytes) {
     b.offset.store(new_offset, std::memory_order_relaxed);
     b.capacity.store(new_capacity, std::memory_order_relaxed);
     SHMSTATE_CRASH_POINT("atom.after_allocate");
-    if (offset != 0 && capacity != 0 && segment_.in_heap(offset, capacity)) segment_.free_block(offset, capacity);
+    if (usable && capacity != 0) segment_.free_block(offset, capacity);
     offset = new_offset;
   }
   std::memcpy(segment_.base + offset, bytes.data(), length);
   b.length.store(length, std::memory_order_relaxed);
   SHMSTATE_CRASH_POINT("atom.after_write");
   std::uint64_t next = ((atom_version(word) + 1) << 1) | target;
-  state_->current.store(next, std::memory_order_release);
+  // seq_cst, not just release: with the later seq_cst load of the event
+  // count's waiter word it forms the Dekker pair the wake-up protocol needs.
+  state_->current.store(next, std::memory_order_seq_cst);
   SHMSTATE_CRASH_POINT("atom.after_publish");
   return atom_version(next);
 }

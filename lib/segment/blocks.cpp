@@ -31,7 +31,9 @@ std::uint64_t SegmentImpl::allocate_block(std::uint64_t bytes, std::uint64_t* ca
     } else if (head != 0) {
       std::uint64_t next = 0;
       std::memcpy(&next, base + head, sizeof next);
-      if (next != 0 && !valid(next)) next = 0;  // drop the damaged rest of the list
+      // Drop the damaged rest of the list; a block pointing at itself would
+      // otherwise be handed out twice.
+      if (next != 0 && (!valid(next) || next == head)) next = 0;
       header->free_heads[c].store(next, std::memory_order_relaxed);
       return head;
     }

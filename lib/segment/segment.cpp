@@ -116,7 +116,9 @@ void validate_options(std::string_view name, const SegmentOptions& o) {
 }
 
 // Removes temp files of creators that died before publishing (fact 7's loser
-// or a killed creator). Temp names carry "<pid>-<start time>-".
+// or a killed creator). Temp names carry "<pid namespace>-<pid>-<start time>-";
+// only our own PID namespace's are judged, since a pid means nothing elsewhere
+// (containers may share /dev/shm).
 void sweep_stale_temps() noexcept {
   DIR* dir = ::opendir(kShmDir);
   if (dir == nullptr) return;
@@ -124,9 +126,10 @@ void sweep_stale_temps() noexcept {
     std::string_view n(d->d_name);
     if (n.substr(0, kTempPrefix.size()) != kTempPrefix) continue;
     platform::ProcessIdentity id{0, 0, 0};
-    unsigned long long start = 0;
+    unsigned long long ns = 0, start = 0;
     int pid = 0;
-    if (std::sscanf(d->d_name + kTempPrefix.size(), "%d-%llu-", &pid, &start) != 2) continue;
+    if (std::sscanf(d->d_name + kTempPrefix.size(), "%llu-%d-%llu-", &ns, &pid, &start) != 3) continue;
+    if (ns != platform::pid_namespace_id()) continue;
     id.pid = pid;
     id.start_time = start;
     if (platform::liveness(id) == platform::Liveness::Dead) ::unlinkat(::dirfd(dir), d->d_name, 0);
@@ -199,7 +202,8 @@ Segment Segment::create(std::string_view name, const SegmentOptions& options) {
 
   static std::atomic<unsigned> counter{0};
   auto self = platform::self_identity();
-  std::string temp = std::string(kTempPrefix) + std::to_string(self.pid) + "-" +
+  std::string temp = std::string(kTempPrefix) + std::to_string(platform::pid_namespace_id()) + "-" +
+                     std::to_string(self.pid) + "-" +
                      std::to_string(self.start_time) + "-" + std::to_string(counter++);
   std::string ctx = platform::where(name) + ": create";
 
