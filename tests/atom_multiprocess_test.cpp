@@ -582,3 +582,4 @@ TEST_CASE("children fork()ed while the watch dispatcher is busy do not inherit a
   CHECK(hung == 0);
   CHECK(failed == 0);
 }
+

@@ -341,39 +341,41 @@ bool AtomCore::wait_for_change(std::uint64_t since, std::chrono::nanoseconds tim
   return state_->changes.wait_until([&] { return version() > since; }, deadline_after(timeout));
 }
 
+// Registration with the dispatcher happens under watch_mu_, so a concurrent
+// add and remove of the last watch cannot leave a watched atom unregistered
+// (lock order watch_mu_ -> dispatcher mutex; the dispatcher never holds its
+// mutex while delivering, and read() only takes cache_mu_).
 void AtomCore::add_watch(std::string key, Atom::WatchFn fn) {
   auto fnp = std::make_shared<Atom::WatchFn>(std::move(fn));
-  bool first = false;
-  {
-    std::lock_guard<std::mutex> g(watch_mu_);
-    adopt_after_fork_locked();
+  std::lock_guard<std::mutex> g(watch_mu_);
+  adopt_after_fork_locked();
+  if (has_watches_.load(std::memory_order_relaxed)) {
     watches_[std::move(key)] = std::move(fnp);
-    first = !has_watches_.load();
+    return;
   }
-  if (first) {
-    AtomSnapshot snap = read();
-    {
-      std::lock_guard<std::mutex> g(watch_mu_);
-      delivered_version_ = snap.version;
-      delivered_value_ = snap.value;
-      has_watches_.store(true, std::memory_order_release);
-    }
+  AtomSnapshot snap = read();  // events start after the value the watch is added at
+  delivered_version_ = snap.version;
+  delivered_value_ = std::move(snap.value);
+  auto it = watches_.insert_or_assign(std::move(key), std::move(fnp)).first;
+  has_watches_.store(true, std::memory_order_release);
+  try {
     dispatcher_watch(shared_from_this());
+  } catch (...) {
+    watches_.erase(it);
+    has_watches_.store(false, std::memory_order_release);
+    throw;
   }
 }
 
 void AtomCore::remove_watch(std::string_view key) {
-  bool now_empty = false;
-  {
-    std::lock_guard<std::mutex> g(watch_mu_);
-    if (owner_pid_ != ::getpid()) return;
-    auto it = watches_.find(key);
-    if (it == watches_.end()) return;
-    watches_.erase(it);
-    now_empty = watches_.empty();
-    if (now_empty) has_watches_.store(false, std::memory_order_release);
-  }
-  if (now_empty) dispatcher_unwatch(this);
+  std::lock_guard<std::mutex> g(watch_mu_);
+  if (owner_pid_ != ::getpid()) return;
+  auto it = watches_.find(key);
+  if (it == watches_.end()) return;
+  watches_.erase(it);
+  if (!watches_.empty()) return;
+  has_watches_.store(false, std::memory_order_release);
+  dispatcher_unwatch(this);
 }
 
 void AtomCore::set_validator(Atom::Validator fn) {

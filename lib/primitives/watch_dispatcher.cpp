@@ -79,15 +79,16 @@ void dispatcher_watch(std::shared_ptr<AtomCore> core) {
   Dispatcher& d = dispatcher();
   {
     std::lock_guard<std::mutex> g(d.mu);
+    if (!d.started) {  // first: if the thread cannot start, nothing is registered
+      std::thread(run, &d).detach();
+      d.started = true;
+    }
     if (std::none_of(d.watched.begin(), d.watched.end(), [&](auto& c) { return c == core; })) {
       // Counted as a waiter for as long as it is watched, so writers in any
       // process wake us (EventCount protocol).
+      d.watched.reserve(d.watched.size() + 1);
       core->changes().waiters.fetch_add(1, std::memory_order_seq_cst);
       d.watched.push_back(std::move(core));
-    }
-    if (!d.started) {
-      std::thread(run, &d).detach();
-      d.started = true;
     }
   }
   bump(d);
