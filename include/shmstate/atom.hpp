@@ -61,7 +61,7 @@ struct WatchEvent {
   // True if this event stands for several changes (new_version - old_version > 1):
   // the watcher fell behind another process's writes and sees only the ends.
   bool coalesced() const noexcept { return new_version - old_version > 1; }
-  // True if this process made the change (delivered synchronously by the writer).
+  // True if this process made the change (for a coalesced event: all of them).
   bool own;
 };
 

@@ -408,8 +408,15 @@ void AtomCore::deliver_own(const AtomSnapshot& old, const Atom::Value& nv) {
   std::unique_lock<std::mutex> lock(watch_mu_);
   pending_own_.erase(old.version + 1);
   if (delivered_version_ <= old.version) {
-    if (delivered_version_ < old.version)  // other processes' changes came first
-      queue_.push_back(Event{delivered_value_, old.value, delivered_version_, old.version, false});
+    if (delivered_version_ < old.version) {
+      // Changes came first that nobody has delivered yet: other processes',
+      // or other threads' of this process still on their way here. Own only
+      // if every one of them is ours.
+      auto first = pending_own_.upper_bound(delivered_version_);
+      auto last = pending_own_.upper_bound(old.version);
+      bool all_own = static_cast<std::uint64_t>(std::distance(first, last)) == old.version - delivered_version_;
+      queue_.push_back(Event{delivered_value_, old.value, delivered_version_, old.version, all_own});
+    }
     queue_.push_back(Event{old.value, nv, old.version, old.version + 1, true});
     delivered_version_ = old.version + 1;
     delivered_value_ = nv;

@@ -298,31 +298,30 @@ bool Segment::exists(std::string_view name) {
 
 std::vector<SegmentInfo> Segment::list() {
   std::vector<SegmentInfo> out;
-  DIR* dir = ::opendir(kShmDir);
-  if (dir == nullptr) platform::throw_errno(errno, std::string("list ") + kShmDir);
-  while (dirent* d = ::readdir(dir)) {
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(kShmDir), &::closedir);
+  if (!dir) platform::throw_errno(errno, std::string("list ") + kShmDir);
+  while (dirent* d = ::readdir(dir.get())) {
     std::string name(d->d_name);
     try {
       detail::validate_segment_name(name);
     } catch (const Error&) {
       continue;  // ".", "..", temp files, names we would never create
     }
-    int fd = ::openat(::dirfd(dir), d->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0) continue;
+    struct Fd {
+      int fd;
+      ~Fd() {
+        if (fd >= 0) ::close(fd);
+      }
+    } file{::openat(::dirfd(dir.get()), d->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)};
+    if (file.fd < 0) continue;
     struct stat st;
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
-      continue;
-    }
+    if (::fstat(file.fd, &st) != 0 || !S_ISREG(st.st_mode)) continue;
     std::uint64_t file_size = static_cast<std::uint64_t>(st.st_size);
     alignas(64) std::byte head[sizeof(SegmentHeader)] = {};
-    ssize_t n = ::pread(fd, head, std::min<std::uint64_t>(sizeof head, file_size), 0);
+    ssize_t n = ::pread(file.fd, head, std::min<std::uint64_t>(sizeof head, file_size), 0);
     std::uint64_t magic = 0;
     if (n >= 8) std::memcpy(&magic, head, 8);
-    if (magic != detail::kSegmentMagic) {
-      ::close(fd);
-      continue;  // another program's file
-    }
+    if (magic != detail::kSegmentMagic) continue;  // another program's file
     SegmentInfo info;
     info.name = name;
     info.size = file_size;
@@ -332,7 +331,7 @@ std::vector<SegmentInfo> Segment::list() {
       const auto* h = reinterpret_cast<const SegmentHeader*>(head);
       std::uint64_t reg_bytes = std::uint64_t{h->registry_capacity} * detail::kRegistryEntrySize;
       std::unique_ptr<detail::RegistryEntry[]> entries(new detail::RegistryEntry[h->registry_capacity]);
-      ssize_t r = ::pread(fd, entries.get(), reg_bytes, static_cast<off_t>(h->registry_offset));
+      ssize_t r = ::pread(file.fd, entries.get(), reg_bytes, static_cast<off_t>(h->registry_offset));
       if (r != static_cast<ssize_t>(reg_bytes))
         throw Error(ErrorCode::Corrupt, platform::where(name) + ": short read of the registry");
       info = detail::summarize(name, *h, entries.get(), h->registry_capacity, st.st_mode & 07777);
@@ -342,10 +341,8 @@ std::vector<SegmentInfo> Segment::list() {
       info.layout_version = version;
       info.problem = e.what();
     }
-    ::close(fd);
     out.push_back(std::move(info));
   }
-  ::closedir(dir);
   std::sort(out.begin(), out.end(), [](const SegmentInfo& a, const SegmentInfo& b) { return a.name < b.name; });
   return out;
 }
