@@ -316,19 +316,22 @@ json::value dump_json(const Segment& segment) {
 
 std::string list_text(const std::vector<SegmentInfo>& segments) {
   std::ostringstream out;
+  int width = 7;  // "SEGMENT"
+  for (const auto& s : segments) width = std::max(width, static_cast<int>(s.name.size()));
   char line[512];
-  std::snprintf(line, sizeof line, "%-24s %12s %12s %8s %8s  %s\n", "SEGMENT", "SIZE", "USED", "OBJECTS", "PID",
+  std::snprintf(line, sizeof line, "%-*s %12s %12s %8s %8s  %s\n", width, "SEGMENT", "SIZE", "USED", "OBJECTS", "PID",
                 "CREATOR");
   out << line;
   for (const auto& s : segments) {
     if (!s.problem.empty()) {
-      std::snprintf(line, sizeof line, "%-24s %12" PRIu64 " %12s %8s %8s  %s\n", s.name.c_str(), s.size, "-", "-",
-                    "-", ("unreadable: " + s.problem).c_str());
+      std::snprintf(line, sizeof line, "%-*s %12" PRIu64 " %12s %8s %8s  ", width, s.name.c_str(), s.size, "-", "-",
+                    "-");
+      out << line << "unreadable: " << s.problem << "\n";
     } else {
-      std::snprintf(line, sizeof line, "%-24s %12" PRIu64 " %12" PRIu64 " %8u %8d  %s\n", s.name.c_str(), s.size,
+      std::snprintf(line, sizeof line, "%-*s %12" PRIu64 " %12" PRIu64 " %8u %8d  %s\n", width, s.name.c_str(), s.size,
                     s.used, s.object_count, s.creator_pid, std::string(process_state_name(s.creator_state)).c_str());
+      out << line;
     }
-    out << line;
   }
   return out.str();
 }
