@@ -90,8 +90,7 @@ std::shared_ptr<AtomCore> open_core(SegmentImpl& segment, std::string_view name,
                                     const json::value* initial) {
   ObjectSlot slot;
   if (initial != nullptr) {
-    check_storable(*initial, segment.where(name));
-    std::string bytes = json::serialize(*initial);
+    std::string bytes = encode_storable(*initial, [&] { return segment.where(name); });
     slot = segment.find_or_create(name, kind, sizeof(AtomState), alignof(AtomState),
                                   [&](std::byte* p) { init_atom_state(segment, p, kind, bytes, name); });
   } else {
@@ -182,7 +181,6 @@ AtomSnapshot AtomCore::read() const {
 }
 
 void AtomCore::validate(const json::value& v) const {
-  check_storable(v, where());
   if (!has_validator_.load(std::memory_order_acquire)) return;  // no lock, no getpid() on the common path
   std::shared_ptr<Atom::Validator> validator;
   {
@@ -267,7 +265,7 @@ std::pair<Atom::Value, Atom::Value> AtomCore::swap(const Atom::Fn& f) {
     AtomSnapshot snap = read();
     auto value = std::make_shared<const json::value>(f(*snap.value));
     validate(*value);
-    std::string bytes = json::serialize(*value);
+    std::string bytes = encode_storable(*value, [this] { return where(); });
     {
       WriterLock lock(state_, where());
       if (version() != snap.version) continue;  // another writer won: retry with its value
@@ -286,7 +284,7 @@ std::pair<Atom::Value, Atom::Value> AtomCore::swap_locked(const Atom::Fn& f) {
     old = read();  // stable: we are the only writer
     value = std::make_shared<const json::value>(f(*old.value));
     validate(*value);
-    std::string bytes = json::serialize(*value);
+    std::string bytes = encode_storable(*value, [this] { return where(); });
     commit_locked(old.version, value, bytes);
   }
   after_commit(old, value);
@@ -298,7 +296,7 @@ std::pair<Atom::Value, Atom::Value> AtomCore::reset(json::value new_value) {
   // outside the lock, so the lock is held only to copy bytes.
   auto value = std::make_shared<const json::value>(std::move(new_value));
   validate(*value);
-  std::string bytes = json::serialize(*value);
+  std::string bytes = encode_storable(*value, [this] { return where(); });
   AtomSnapshot old;
   {
     WriterLock lock(state_, where());
@@ -324,7 +322,7 @@ bool AtomCore::compare_and_set(const json::value& expected, json::value desired)
     if (*snap.value != expected) return false;
     if (!validated) {
       validate(*value);
-      bytes = json::serialize(*value);
+      bytes = encode_storable(*value, [this] { return where(); });
       validated = true;
     }
     {

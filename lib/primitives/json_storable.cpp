@@ -1,8 +1,10 @@
 #include "primitives/json_storable.hpp"
 
 #include <cmath>
-#include <utility>
-#include <vector>
+#include <cstdint>
+#include <cstring>
+
+#include <boost/json/serialize.hpp>
 
 #include <shmstate/error.hpp>
 
@@ -20,6 +22,14 @@ bool valid_utf8(std::string_view s) noexcept {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   const auto* end = p + s.size();
   while (p < end) {
+    // ASCII fast path, 8 bytes at a time.
+    while (end - p >= 8) {
+      std::uint64_t w;
+      std::memcpy(&w, p, 8);
+      if (w & 0x8080808080808080ULL) break;
+      p += 8;
+    }
+    if (p >= end) break;
     unsigned char c = *p;
     if (c < 0x80) {
       ++p;
@@ -44,36 +54,33 @@ bool valid_utf8(std::string_view s) noexcept {
   return true;
 }
 
-void check_storable(const json::value& root, std::string_view where) {
-  auto reject = [&](const std::string& why) {
-    throw Error(ErrorCode::InvalidArgument, std::string(where) + ": not storable as JSON: " + why);
-  };
-  std::vector<std::pair<const json::value*, std::size_t>> stack{{&root, 1}};
-  while (!stack.empty()) {
-    auto [v, depth] = stack.back();
-    stack.pop_back();
-    switch (v->kind()) {
-      case json::kind::double_:
-        if (!std::isfinite(v->get_double())) reject("NaN or infinity (JSON has neither)");
-        break;
-      case json::kind::string:
-        if (!valid_utf8(v->get_string())) reject("a string that is not valid UTF-8");
-        break;
-      case json::kind::array:
-        if (depth > kMaxJsonDepth) reject("nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
-        for (const auto& e : v->get_array()) stack.emplace_back(&e, depth + 1);
-        break;
-      case json::kind::object:
-        if (depth > kMaxJsonDepth) reject("nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
-        for (const auto& kv : v->get_object()) {
-          if (!valid_utf8(kv.key())) reject("a key that is not valid UTF-8");
-          stack.emplace_back(&kv.value(), depth + 1);
-        }
-        break;
-      default:
-        break;
-    }
+namespace {
+const char* bad_shape_at(const json::value& v, std::size_t depth) noexcept {
+  switch (v.kind()) {
+    case json::kind::double_:
+      return std::isfinite(v.get_double()) ? nullptr : "NaN or infinity (JSON has neither)";
+    case json::kind::array:
+      if (depth > kMaxJsonDepth) return "nested deeper than 512 levels";
+      for (const auto& e : v.get_array())
+        if (e.is_structured() || e.is_double())
+          if (const char* why = bad_shape_at(e, depth + 1)) return why;
+      return nullptr;
+    case json::kind::object:
+      if (depth > kMaxJsonDepth) return "nested deeper than 512 levels";
+      for (const auto& kv : v.get_object())
+        if (kv.value().is_structured() || kv.value().is_double())
+          if (const char* why = bad_shape_at(kv.value(), depth + 1)) return why;
+      return nullptr;
+    default:
+      return nullptr;
   }
+}
+}  // namespace
+
+const char* not_storable_shape(const json::value& v) noexcept { return bad_shape_at(v, 1); }
+
+void throw_not_storable(const std::string& where, const char* why) {
+  throw Error(ErrorCode::InvalidArgument, where + ": not storable as JSON: " + why);
 }
 
 }  // namespace shmstate::detail

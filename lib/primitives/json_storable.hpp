@@ -9,22 +9,41 @@
 #include <string_view>
 
 #include <boost/json/parse_options.hpp>
+#include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
 namespace shmstate::detail {
 
 // Deepest nesting of arrays and objects an atom accepts (Boost's default is 32).
-inline constexpr std::size_t kMaxJsonDepth = 512;
+inline constexpr std::size_t kMaxJsonDepth = 512;  // the messages in json_storable.cpp say 512
 
 // The options every reader of atom bytes (and the CLI) parses with.
 boost::json::parse_options json_parse_options() noexcept;
 
-// Throws Error(InvalidArgument), prefixed by `where`, if v nests deeper than
-// kMaxJsonDepth, holds a NaN or infinite double, or a string or key that is
-// not valid UTF-8. Iterative: any depth is safe to check.
-void check_storable(const boost::json::value& v, std::string_view where);
+// The bytes to store for v: its serialization, after checking that every
+// process can parse them back with json_parse_options(). Throws
+// Error(InvalidArgument) "<where()>: not storable as JSON: <why>" if v nests
+// deeper than kMaxJsonDepth, holds a NaN or infinite double, or a string or
+// key that is not valid UTF-8 (checked on the output in one pass: the
+// serializer copies string bytes through). On the write path of every atom
+// change: one bounded recursion (it stops at depth kMaxJsonDepth + 1) and one
+// scan of the bytes.
+template <class Where>
+std::string encode_storable(const boost::json::value& v, Where&& where);
 
 // True if s is well-formed UTF-8 (RFC 3629: no overlongs, no surrogates).
 bool valid_utf8(std::string_view s) noexcept;
+
+// Why v's shape cannot be stored (depth, NaN/infinity), or nullptr.
+const char* not_storable_shape(const boost::json::value& v) noexcept;
+[[noreturn]] void throw_not_storable(const std::string& where, const char* why);
+
+template <class Where>
+std::string encode_storable(const boost::json::value& v, Where&& where) {
+  if (const char* why = not_storable_shape(v)) throw_not_storable(where(), why);
+  std::string bytes = boost::json::serialize(v);
+  if (!valid_utf8(bytes)) throw_not_storable(where(), "a string or key that is not valid UTF-8");
+  return bytes;
+}
 
 }  // namespace shmstate::detail
