@@ -38,6 +38,9 @@ bool contains(const std::string& s, const std::string& part) { return s.find(par
 
 using test::error_of;
 
+// Bytes of one Atomic<T>'s shared state (value line + event-count line).
+constexpr std::uint64_t kAtomicStateSize = sizeof(shmstate::detail::AtomicState<std::int64_t>);
+
 #define CHECK_ERROR(expr, code_)                                  \
   do {                                                            \
     auto err_ = error_of([&] { (void)(expr); });                  \
@@ -152,7 +155,7 @@ TEST_CASE("create, exists, open, info, remove") {
   seg.atomic<std::int64_t>("a", 5);
   info = seg.info();
   CHECK(info.object_count == 1);
-  CHECK(info.used == heap_begin_for(16) + 64);
+  CHECK(info.used == heap_begin_for(16) + kAtomicStateSize);
 
   Segment again = Segment::open(t.name());
   CHECK(again.open_atomic<std::int64_t>("a").get() == 5);
@@ -384,7 +387,7 @@ TEST_CASE("objects, find, kinds") {
   CHECK(objs[2].kind == Kind::Double);
   std::set<std::uint64_t> offsets;
   for (const auto& o : objs) {
-    CHECK(o.size == 64);
+    CHECK(o.size == kAtomicStateSize);
     CHECK(o.offset % 64 == 0);
     CHECK(o.offset >= heap_begin_for(8));
     CHECK(o.offset + o.size <= 64 * 1024);
@@ -449,7 +452,7 @@ TEST_CASE("KindMismatch names the object and both kinds") {
 TEST_CASE("SegmentFull (heap): sizes in the message, the segment stays usable") {
   test::TempSegment t;
   const std::uint32_t max_objects = 100;
-  const std::uint64_t heap = 4096 + 32;  // room for 64 atomics of 64 bytes, then 32 bytes
+  const std::uint64_t heap = 64 * kAtomicStateSize + 32;  // room for 64 atomics, then 32 bytes
   const std::uint64_t size = heap_begin_for(max_objects) + heap;
   Segment seg = Segment::create(t.name(), {.size = size, .mode = 0600, .max_objects = max_objects});
   for (int i = 0; i < 64; ++i) seg.atomic<std::int64_t>("n" + std::to_string(i), i * 1000);
@@ -461,7 +464,7 @@ TEST_CASE("SegmentFull (heap): sizes in the message, the segment stays usable") 
   std::string m = err.what();
   CHECK(contains(m, t.name()));
   CHECK(contains(m, "one-too-many"));
-  CHECK(contains(m, "64"));                    // requested bytes
+  CHECK(contains(m, std::to_string(kAtomicStateSize)));  // requested bytes
   CHECK(contains(m, "32"));                    // free bytes
   CHECK(contains(m, std::to_string(size)));    // segment size
 
@@ -718,7 +721,7 @@ TEST_CASE("list reports our segments sorted, skips foreign files and temp files"
   CHECK(i1.size == 64 * 1024);
   CHECK(i1.max_objects == 4);
   CHECK(i1.object_count == 2);
-  CHECK(i1.used == heap_begin_for(4) + 128);
+  CHECK(i1.used == heap_begin_for(4) + 2 * kAtomicStateSize);
   CHECK(i1.mode == 0640);
   CHECK(i1.layout_version == shmstate::kLayoutVersion);
   CHECK(i1.creator_pid == ::getpid());

@@ -26,6 +26,7 @@
 #include <atomic>
 #include <bit>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -39,18 +40,22 @@ namespace shmstate {
 
 namespace detail {
 
-// Shared state of an Atomic<T>, layout version 1. Value and event count share
-// one cache line, so a notifier's check for waiters costs no extra miss.
+// Shared state of an Atomic<T>, layout version 1. The event count has a cache
+// line of its own: every update reads its waiter word, and on a line that the
+// updates do not write it stays shared in every core's cache. On the value's
+// line the read missed whenever another process had just updated: measured
+// 1.64x a raw fetch_add with 2 processes, against 1.00-1.04x apart.
 template <class T>
 struct alignas(64) AtomicState {
   ObjectHeader header;
   std::atomic<T> value;
-  EventCount changes;
+  alignas(64) EventCount changes;
 };
 inline constexpr std::uint32_t kAtomicLayoutVersion = 1;
-static_assert(sizeof(AtomicState<std::int64_t>) == 64);
-static_assert(sizeof(AtomicState<double>) == 64);
-static_assert(sizeof(AtomicState<bool>) == 64);
+static_assert(sizeof(AtomicState<std::int64_t>) == 128);
+static_assert(sizeof(AtomicState<double>) == 128);
+static_assert(sizeof(AtomicState<bool>) == 128);
+static_assert(offsetof(AtomicState<std::int64_t>, changes) == 64);
 static_assert(std::atomic<std::int64_t>::is_always_lock_free);
 static_assert(std::atomic<double>::is_always_lock_free);
 static_assert(std::atomic<bool>::is_always_lock_free);
