@@ -40,9 +40,10 @@ void remove(std::string_view segment);
 boost::json::value get(const Segment& segment, std::string_view object);
 
 // Creates `object` of `kind` with `initial` (null: the kind's zero value).
-// Throws AlreadyExists if the name is taken (whatever its kind),
+// Throws AlreadyExists if the name is taken (whatever its kind; a creator
+// racing this call with the same name and kind may go unnoticed),
 // InvalidArgument if `initial` does not fit the kind, SegmentFull.
-void create(const Segment& segment, Kind kind, std::string_view object, const boost::json::value& initial);
+void create(Segment& segment, Kind kind, std::string_view object, const boost::json::value& initial);
 
 // Sets the value. Throws NotFound, InvalidArgument (wrong JSON type for the
 // kind: the message names object, kind and the JSON given), KindMismatch for

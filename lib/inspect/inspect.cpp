@@ -190,11 +190,11 @@ json::value get(const Segment& segment, std::string_view object) {
   return value_of(segment, require(segment, object));
 }
 
-void create(const Segment& segment, Kind kind, std::string_view object, const json::value& initial) {
+void create(Segment& segment, Kind kind, std::string_view object, const json::value& initial) {
   if (auto existing = segment.find(object))
     throw Error(ErrorCode::AlreadyExists, where(segment, object) + ": already exists (a " +
                                               std::string(kind_name(existing->kind)) + ")");
-  Segment& s = const_cast<Segment&>(segment);
+  Segment& s = segment;
   bool zero = initial.is_null();
   switch (kind) {
     case Kind::Bool: s.atomic<bool>(object, zero ? false : to_bool(s, object, kind, initial)); return;

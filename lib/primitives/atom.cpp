@@ -30,7 +30,7 @@ thread_local std::vector<const AtomState*> t_held;
 
 class WriterLock {
  public:
-  WriterLock(AtomState* state, const std::string& where) : state_(state) {
+  WriterLock(AtomState* state, const std::string& where) {
     if (std::find(t_held.begin(), t_held.end(), state) != t_held.end())
       throw Error(ErrorCode::InvalidArgument, where + ": this thread already holds the atom's writer lock "
                                                       "(a write from inside swap_locked's function)");
@@ -45,7 +45,6 @@ class WriterLock {
   WriterLock& operator=(const WriterLock&) = delete;
 
  private:
-  AtomState* state_;
   std::optional<platform::RobustLock> lock_;
 };
 
@@ -184,7 +183,7 @@ void AtomCore::validate(const json::value& v) const {
   if (!has_validator_.load(std::memory_order_acquire)) return;  // no lock, no getpid() on the common path
   std::shared_ptr<Atom::Validator> validator;
   {
-    std::lock_guard<std::mutex> g(const_cast<std::mutex&>(watch_mu_));
+    std::lock_guard<std::mutex> g(watch_mu_);
     if (owner_pid_ == ::getpid()) validator = validator_;
   }
   if (validator && !(*validator)(v))

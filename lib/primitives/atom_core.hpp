@@ -98,7 +98,7 @@ class AtomCore : public std::enable_shared_from_this<AtomCore> {
   mutable Atom::Value cache_value_;
 
   // Watch state; all guarded by watch_mu_.
-  std::mutex watch_mu_;
+  mutable std::mutex watch_mu_;
   std::map<std::string, std::shared_ptr<Atom::WatchFn>, std::less<>> watches_;
   std::shared_ptr<Atom::Validator> validator_;
   std::atomic<bool> has_validator_{false};

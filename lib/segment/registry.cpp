@@ -96,7 +96,7 @@ std::optional<ObjectSlot> SegmentImpl::lookup(std::string_view object) const {
     if (entries[i].state.load(std::memory_order_acquire) != kEntryReady) continue;
     if (std::memcmp(entries[i].name, key, kObjectNameField) != 0) continue;
     if (auto info = read_entry(i); info && info->name == object)
-      return ObjectSlot{base + info->offset, std::move(*info), false};
+      return ObjectSlot{base + info->offset, std::move(*info)};
   }
   return std::nullopt;
 }
@@ -186,7 +186,7 @@ ObjectSlot SegmentImpl::find_or_create(std::string_view object, Kind kind, std::
   entry->offset = offset;
   entry->size = bytes;
   entry->state.store(kEntryReady, std::memory_order_release);
-  return ObjectSlot{base + offset, ObjectInfo{std::string(object), kind, offset, bytes}, true};
+  return ObjectSlot{base + offset, ObjectInfo{std::string(object), kind, offset, bytes}};
 }
 
 std::uint64_t SegmentImpl::allocate(std::uint64_t bytes, std::uint64_t align, std::string_view object) {

@@ -19,7 +19,6 @@ namespace shmstate::detail {
 struct ObjectSlot {
   std::byte* address;
   ObjectInfo info;
-  bool created;  // this call created it (the initial value was applied)
 };
 
 struct SegmentImpl {
