@@ -1,46 +1,5 @@
-// bench: the one place where shmstate measures speed (the tests never assert it).
-//
-// Every row times a candidate (a shmstate operation) and a baseline (the same
-// work done the plain way) in the same run on the same machine, and reports
-// ns/op of both and their ratio (candidate / baseline). Machines are shared
-// and noisy, so each figure is the MEDIAN of several rounds, and candidate and
-// baseline rounds are interleaved (C B, B C, C B, ...) so that drift hits
-// both alike. Rounds last about 100 ms (2 ms with --quick): the number of
-// operations per round (1 proc) or the chunk size (N procs) is calibrated once
-// per row on the baseline and is then the same for both sides.
-//
-// Timing. "1 proc" rows run in this process and are timed by its thread CPU
-// time (CLOCK_THREAD_CPUTIME_ID): on a busy machine the wall time of a round
-// includes whole time slices spent descheduled (measured here under load:
-// the same loop from 9 to 56 ns/op by wall time), the CPU time does not.
-//
-// Multi-process rows ("N procs") fork N children per round, each pinned to a
-// CPU of its own when the process may use at least N CPUs. The children meet
-// at a spin barrier in shared memory and start together at a common instant
-// on CLOCK_MONOTONIC (one clock for the whole machine), then hammer the same
-// shared object until a common deadline (a fixed window, ~100 ms), counting
-// their operations. The row's time is the WALL time of the window, from the
-// common start to the latest child's end, divided by the total operations of
-// all children: ns/op is the inverse of the aggregate throughput, so with
-// perfect scaling it would halve from 1 to 2 processes, and with contention on
-// one cache line it grows. (A child's own time per op is about N times the
-// figure.) Fork, child start-up, the barrier and waitpid are outside the
-// window. Children are not immune to being descheduled by other load: on a
-// busy machine these rows are the noisy ones.
-//
-// Usage: bench [--json] [--quick] [--rounds N] [--filter SUBSTRING] [--list]
-// Exit status: 0 (also when a target is missed: targets are reported, not
-// enforced), 1 on an error, 2 on a usage error.
-//
-// Adding a row: append a Case to make_cases() below. A Case names the
-// candidate and its baseline, gives the process count and the target, and has
-// a setup that runs once (only if the row is selected) and returns two Bodies.
-// A Body does `n` operations and returns a value derived from their results;
-// the harness folds it into a volatile sink so the loop cannot be optimised
-// away. It is called many times per round (in chunks in N procs rows), and in
-// N procs rows in forked children, each with its own copy of the Body's
-// captures: state meant to be shared must live in shared memory. Keep the two
-// Bodies alike except for the thing being compared.
+// bench harness: rounds, interleaved medians, child processes, output and the
+// command line. What is measured and how is described in harness.hpp.
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -76,18 +35,33 @@
 
 #include <boost/json.hpp>
 
-#include <shmstate/atom.hpp>
-#include <shmstate/atomic.hpp>
 #include <shmstate/error.hpp>
 #include <shmstate/segment.hpp>
 
-namespace {
+#include "harness.hpp"
+#include "rows.hpp"
+
+namespace shmstate_bench {
 
 using Clock = std::chrono::steady_clock;  // CLOCK_MONOTONIC: comparable across processes
 
 std::int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
 }
+
+[[noreturn]] void throw_errno(int err, const std::string& what) {
+  throw std::system_error(err, std::generic_category(), what);
+}
+
+SharedPages::SharedPages(std::size_t size) : size_(size) {
+  void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw_errno(errno, "mmap(MAP_SHARED|MAP_ANONYMOUS)");
+  base_ = p;
+}
+
+SharedPages::~SharedPages() { ::munmap(base_, size_); }
+
+namespace {
 
 // CPU time of the calling thread: does not advance while it is descheduled.
 std::int64_t thread_cpu_ns() {
@@ -98,33 +72,6 @@ std::int64_t thread_cpu_ns() {
 
 // Every Body's result ends up here, so no measured loop is dead code.
 volatile std::uint64_t g_sink = 0;
-
-[[noreturn]] void throw_errno(int err, const std::string& what) {
-  throw std::system_error(err, std::generic_category(), what);
-}
-
-// ---------------------------------------------------------------------------
-// Shared memory for baselines and for the harness itself.
-
-// An anonymous MAP_SHARED mapping: shmem pages like a /dev/shm file, shared
-// with the children forked after it was made, and gone with the last of them.
-class SharedPages {
- public:
-  explicit SharedPages(std::size_t size) : size_(size) {
-    void* p = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw_errno(errno, "mmap(MAP_SHARED|MAP_ANONYMOUS)");
-    base_ = p;
-  }
-  ~SharedPages() { ::munmap(base_, size_); }
-  SharedPages(const SharedPages&) = delete;
-  SharedPages& operator=(const SharedPages&) = delete;
-
-  void* get() const noexcept { return base_; }
-
- private:
-  std::size_t size_;
-  void* base_ = nullptr;
-};
 
 // ---------------------------------------------------------------------------
 // The temporary segment: uniquely named, removed at the end, on an exception
@@ -184,10 +131,7 @@ class TempSegment {
 // ---------------------------------------------------------------------------
 // Running a Body in this process or in N forked processes.
 
-// Does `n` operations; returns something computed from their results.
-using Body = std::function<std::uint64_t(std::uint64_t n)>;
 
-// The CPUs child i of a multi-process round is pinned to: the i-th CPU this
 // process may run on, so N children really run on N different cores (left to
 // itself the scheduler often stacks a freshly forked child on its sibling's
 // core, and the row then measures time slicing, not contention). Empty (no
@@ -221,13 +165,16 @@ struct Plan {
   std::uint64_t ops = 0;        // 1 proc: operations per round
   std::uint64_t chunk = 0;      // N procs: operations between two looks at the clock
   std::int64_t window_ns = 0;   // N procs: length of the timed window
+  bool wall_time = false;       // 1 proc: Case::wall_time
 };
 
-// `n` operations in this thread, timed by its CPU time (see the file comment).
-RoundTime run_here(const Body& body, std::uint64_t n) {
-  std::int64_t t0 = thread_cpu_ns();
+// `n` operations in this thread, timed by its CPU time (see the file comment),
+// or by the wall clock for rows that measure sleeping.
+RoundTime run_here(const Body& body, std::uint64_t n, bool wall_time = false) {
+  auto clock = wall_time ? now_ns : thread_cpu_ns;
+  std::int64_t t0 = clock();
   std::uint64_t r = body(n);
-  std::int64_t t1 = thread_cpu_ns();
+  std::int64_t t1 = clock();
   g_sink = g_sink + r;
   return {static_cast<double>(t1 - t0) / static_cast<double>(n), n};
 }
@@ -356,226 +303,8 @@ RoundTime run_children(const Body& body, int processes, std::uint64_t chunk, std
 }
 
 RoundTime run_round(const Body& body, const Plan& plan) {
-  if (plan.processes <= 1) return run_here(body, plan.ops);
+  if (plan.processes <= 1) return run_here(body, plan.ops, plan.wall_time);
   return run_children(body, plan.processes, plan.chunk, plan.window_ns);
-}
-
-// ---------------------------------------------------------------------------
-// The table of cases.
-
-struct Target {
-  std::optional<double> max_ratio;      // candidate ns/op <= max_ratio * baseline ns/op
-  std::optional<double> max_ns_per_op;  // candidate ns/op <= this, whatever the baseline
-};
-
-struct Bodies {
-  Body candidate;
-  Body baseline;
-};
-
-struct Fixture {
-  shmstate::Segment& segment;  // a fresh, uniquely named segment for this run
-};
-
-struct Case {
-  std::string name;      // candidate, e.g. "Atomic<int64_t>::add_and_get 1 proc"
-  std::string baseline;  // what it is compared with
-  int processes = 1;
-  Target target;
-  // Runs once, before the row's first round, only if the row is selected.
-  // May create objects in the fixture's segment (use names unique to the row)
-  // and keep baseline state alive by capturing it in the Bodies.
-  std::function<Bodies(Fixture&)> setup;
-};
-
-// Candidate: Atomic<int64_t>::add_and_get on an object of the segment.
-// Baseline: std::atomic<int64_t>::fetch_add on a word of its own MAP_SHARED
-// page. Both bodies copy their handle/pointer to a local first, as user code
-// holding a handle would, and consume every result.
-Bodies atomic_add_bodies(Fixture& f, const std::string& object_name) {
-  auto atomic = f.segment.atomic<std::int64_t>(object_name, 0);
-  auto page = std::make_shared<SharedPages>(4096);
-  auto* raw = new (page->get()) std::atomic<std::int64_t>(0);
-  Body candidate = [atomic](std::uint64_t n) {
-    auto a = atomic;
-    std::uint64_t acc = 0;
-    for (std::uint64_t i = 0; i < n; ++i) acc += static_cast<std::uint64_t>(a.add_and_get(1));
-    return acc;
-  };
-  Body baseline = [page, raw](std::uint64_t n) {
-    std::atomic<std::int64_t>* a = raw;
-    std::uint64_t acc = 0;
-    for (std::uint64_t i = 0; i < n; ++i) acc += static_cast<std::uint64_t>(a->fetch_add(1) + 1);
-    return acc;
-  };
-  return {std::move(candidate), std::move(baseline)};
-}
-
-// A JSON object of about 1 KB: a counter and a list of client names, like the
-// atomos chat-server state.
-boost::json::value document_1kb() {
-  boost::json::object o;
-  o["conns"] = 0;
-  boost::json::array clients;
-  for (int i = 0; clients.size() < 64; ++i) clients.push_back(boost::json::value("client-" + std::to_string(1000 + i)));
-  o["active_clients"] = std::move(clients);
-  o["server"] = "bench";
-  return o;
-}
-
-// Candidate: Atom::deref of a value nobody changes (a cache hit).
-// Baseline: one acquire load of a shared word, the least a reader must do.
-Bodies atom_deref_bodies(Fixture& f, const std::string& object_name) {
-  auto atom = f.segment.atom(object_name, document_1kb());
-  auto page = std::make_shared<SharedPages>(4096);
-  auto* raw = new (page->get()) std::atomic<std::uint64_t>(1);
-  Body candidate = [atom](std::uint64_t n) {
-    std::uint64_t acc = 0;
-    for (std::uint64_t i = 0; i < n; ++i) acc += reinterpret_cast<std::uintptr_t>(atom.deref().get()) & 1u;
-    return acc;
-  };
-  Body baseline = [page, raw](std::uint64_t n) {
-    std::uint64_t acc = 0;
-    for (std::uint64_t i = 0; i < n; ++i) acc += raw->load(std::memory_order_acquire);
-    return acc;
-  };
-  return {std::move(candidate), std::move(baseline)};
-}
-
-// Candidate: Atom::swap incrementing "conns" of the shared 1 KB document
-// (copy, modify, serialize, publish; on a conflict, read the winner's value
-// and retry). Baseline: the JSON work a process would do without shmstate:
-// parse the 1 KB text, modify the same field, serialize.
-Bodies atom_swap_bodies(Fixture& f, const std::string& object_name) {
-  auto atom = f.segment.atom(object_name, document_1kb());
-  auto text = std::make_shared<std::string>(boost::json::serialize(document_1kb()));
-  Body candidate = [atom](std::uint64_t n) mutable {
-    std::uint64_t acc = 0;
-    for (std::uint64_t i = 0; i < n; ++i) {
-      auto next = atom.swap([](const boost::json::value& v) {
-        boost::json::value copy = v;
-        auto& conns = copy.as_object()["conns"];
-        conns = conns.as_int64() + 1;
-        return copy;
-      });
-      acc += static_cast<std::uint64_t>(next->as_object().at("conns").as_int64());
-    }
-    return acc;
-  };
-  Body baseline = [text](std::uint64_t n) {
-    std::uint64_t acc = 0;
-    for (std::uint64_t i = 0; i < n; ++i) {
-      boost::json::value v = boost::json::parse(*text);
-      auto& conns = v.as_object()["conns"];
-      conns = conns.as_int64() + 1;
-      acc += boost::json::serialize(v).size();
-    }
-    return acc;
-  };
-  return {std::move(candidate), std::move(baseline)};
-}
-
-// The same document kept as JSON text in shared memory behind a
-// process-shared mutex: what processes sharing one document do without
-// shmstate. Each op: lock, parse, modify, serialize, write back, unlock.
-struct LockedText {
-  pthread_mutex_t mutex;
-  std::size_t length;
-  char text[16384];
-};
-
-Body locked_text_body(const std::shared_ptr<SharedPages>& page, LockedText* doc) {
-  return [page, doc](std::uint64_t n) {
-    std::uint64_t acc = 0;
-    for (std::uint64_t i = 0; i < n; ++i) {
-      ::pthread_mutex_lock(&doc->mutex);
-      boost::json::value v = boost::json::parse(std::string_view(doc->text, doc->length));
-      auto& conns = v.as_object()["conns"];
-      conns = conns.as_int64() + 1;
-      std::string out = boost::json::serialize(v);
-      std::memcpy(doc->text, out.data(), out.size());  // the document stays ~1 KB
-      doc->length = out.size();
-      ::pthread_mutex_unlock(&doc->mutex);
-      acc += out.size();
-    }
-    return acc;
-  };
-}
-
-Bodies atom_swap_shared_bodies(Fixture& f, const std::string& object_name) {
-  auto page = std::make_shared<SharedPages>(sizeof(LockedText));
-  auto* doc = new (page->get()) LockedText;
-  pthread_mutexattr_t attr;
-  ::pthread_mutexattr_init(&attr);
-  ::pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-  ::pthread_mutex_init(&doc->mutex, &attr);
-  ::pthread_mutexattr_destroy(&attr);
-  std::string text = boost::json::serialize(document_1kb());
-  std::memcpy(doc->text, text.data(), text.size());
-  doc->length = text.size();
-  Bodies b = atom_swap_bodies(f, object_name);
-  b.baseline = locked_text_body(page, doc);
-  return b;
-}
-
-std::vector<Case> make_cases() {
-  std::vector<Case> cases;
-
-  // Foundation issue, "Benchmark": target ratio <= 1.1 with 1 and 2 processes.
-  cases.push_back(Case{
-      "Atomic<int64_t>::add_and_get 1 proc",
-      "std::atomic<int64_t>::fetch_add on shm 1 proc",
-      1,
-      Target{1.1, std::nullopt},
-      [](Fixture& f) { return atomic_add_bodies(f, "bench.add_and_get.1"); },
-  });
-  cases.push_back(Case{
-      "Atomic<int64_t>::add_and_get 2 procs",
-      "std::atomic<int64_t>::fetch_add on shm 2 procs",
-      2,
-      Target{1.1, std::nullopt},
-      [](Fixture& f) { return atomic_add_bodies(f, "bench.add_and_get.2"); },
-  });
-
-  // Atom issue, "Example and benchmark".
-  // deref of an unchanged value: absolute target <= 50 ns (its baseline, a
-  // plain load of a shared word, is for scale).
-  cases.push_back(Case{
-      "Atom::deref unchanged 1 proc",
-      "std::atomic<uint64_t>::load on shm 1 proc",
-      1,
-      Target{std::nullopt, 50.0},
-      [](Fixture& f) { return atom_deref_bodies(f, "bench.deref"); },
-  });
-  // swap of a 1 KB object vs the JSON work alone: target ratio <= 1.3.
-  cases.push_back(Case{
-      "Atom::swap 1KB 1 proc",
-      "Boost.JSON parse+modify+serialize 1KB 1 proc",
-      1,
-      Target{1.3, std::nullopt},
-      [](Fixture& f) { return atom_swap_bodies(f, "bench.swap.1"); },
-  });
-  // With 2 processes "the same document" is one shared document, so the
-  // baseline is the same JSON work on shared text under a process-shared
-  // mutex. The second row compares with private, unshared copies instead:
-  // an upper bound no shared value can reach, since updates to one value
-  // are serial (each must see the one before).
-  cases.push_back(Case{
-      "Atom::swap 1KB 2 procs",
-      "locked shared text parse+modify+serialize 1KB 2 procs",
-      2,
-      Target{1.3, std::nullopt},
-      [](Fixture& f) { return atom_swap_shared_bodies(f, "bench.swap.2"); },
-  });
-  cases.push_back(Case{
-      "Atom::swap 1KB 2 procs (vs unshared)",
-      "Boost.JSON parse+modify+serialize 1KB 2 procs, private copies",
-      2,
-      Target{},
-      [](Fixture& f) { return atom_swap_bodies(f, "bench.swap.2u"); },
-  });
-
-  return cases;
 }
 
 // ---------------------------------------------------------------------------
@@ -605,17 +334,18 @@ double median(std::vector<double> v) {
 // quarter of a round, and derives the plan: 1 proc, operations for one round
 // of about round_ns; N procs, a window of round_ns and chunks of about a
 // thousandth of it (the clock is read once per chunk, ~20 ns).
-Plan calibrate(const Body& baseline, int processes, double round_ns) {
+Plan calibrate(const Body& baseline, int processes, bool wall_time, double round_ns) {
   constexpr std::uint64_t kMaxOps = std::uint64_t{1} << 34;
   std::uint64_t n = 64;
   double per_op = 0;
   for (;;) {
-    per_op = std::max(run_here(baseline, n).ns_per_op, 0.01);
+    per_op = std::max(run_here(baseline, n, wall_time).ns_per_op, 0.01);
     if (per_op * static_cast<double>(n) >= round_ns / 4 || n >= kMaxOps) break;
     n = std::min(n * 8, kMaxOps);
   }
   Plan plan;
   plan.processes = processes;
+  plan.wall_time = wall_time;
   const auto per_round = static_cast<std::uint64_t>(round_ns / per_op);
   if (processes <= 1) {
     plan.ops = std::clamp<std::uint64_t>(per_round, 1, kMaxOps);
@@ -631,7 +361,7 @@ Result measure(const Case& c, Fixture& f, int rounds, double round_ns) {
   Result r;
   r.c = &c;
   r.rounds = rounds;
-  const Plan plan = calibrate(bodies.baseline, c.processes, round_ns);  // also warms the baseline up
+  const Plan plan = calibrate(bodies.baseline, c.processes, c.wall_time, round_ns);  // also warms the baseline up
   // Warm the candidate up as much (a quarter of a round, in this thread).
   run_here(bodies.candidate, std::max<std::uint64_t>(1, plan.processes <= 1 ? plan.ops / 4 : plan.chunk * 250));
 
@@ -828,7 +558,7 @@ Options parse_options(int argc, char** argv) {
 }
 
 int run(const Options& opt) {
-  std::vector<Case> all = make_cases();
+  std::vector<Case> all = all_cases();
   std::vector<const Case*> selected;
   for (const Case& c : all)
     if (c.name.find(opt.filter) != std::string::npos) selected.push_back(&c);
@@ -884,8 +614,10 @@ int run(const Options& opt) {
 }
 
 }  // namespace
+}  // namespace shmstate_bench
 
 int main(int argc, char** argv) {
+  using namespace shmstate_bench;
   Options opt = parse_options(argc, argv);
   try {
     return run(opt);

@@ -1,0 +1,12 @@
+#include "rows.hpp"
+
+namespace shmstate_bench {
+
+std::vector<Case> all_cases() {
+  std::vector<Case> cases;
+  atomic_rows(cases);
+  atom_rows(cases);
+  return cases;
+}
+
+}  // namespace shmstate_bench
