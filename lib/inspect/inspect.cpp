@@ -115,7 +115,7 @@ std::string shorten(std::string s, std::size_t max) {
 
 json::value parse_json(std::string_view text, std::string_view what) {
   boost::system::error_code ec;
-  json::value v = json::parse(text, ec, {}, detail::json_parse_options());
+  json::value v = detail::parse_json_exact(text, ec);
   if (ec) throw Error(ErrorCode::InvalidArgument, std::string(what) + ": invalid JSON: " + ec.message());
   return v;
 }

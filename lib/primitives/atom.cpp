@@ -165,7 +165,7 @@ AtomSnapshot AtomCore::read() const {
       throw Error(ErrorCode::Corrupt, where() + ": value buffer of version " + std::to_string(atom_version(word)) +
                                           " lies outside the heap");
     boost::system::error_code ec;
-    json::value parsed = json::parse(bytes, ec, {}, json_parse_options());
+    json::value parsed = parse_json_exact(bytes, ec);
     if (ec)
       throw Error(ErrorCode::Corrupt, where() + ": version " + std::to_string(atom_version(word)) +
                                           " is not valid JSON (" + ec.message() + ")");

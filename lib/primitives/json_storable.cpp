@@ -12,12 +12,6 @@ namespace shmstate::detail {
 
 namespace json = boost::json;
 
-json::parse_options json_parse_options() noexcept {
-  json::parse_options o;
-  o.max_depth = kMaxJsonDepth;
-  return o;
-}
-
 bool valid_utf8(std::string_view s) noexcept {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   const auto* end = p + s.size();

@@ -1,5 +1,5 @@
-// What an atom may hold: exactly the JSON values that Boost.JSON parses back
-// from their own serialization with json_parse_options(). Writers check this
+// What an atom may hold: exactly the JSON values that parse_json_exact parses
+// back from their Boost.JSON serialization. Writers check this
 // before publishing, because a value only the writer could read (it caches
 // it) would be Corrupt for every other process.
 #pragma once
@@ -8,20 +8,15 @@
 #include <string>
 #include <string_view>
 
-#include <boost/json/parse_options.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include "primitives/json_exact.hpp"
+
 namespace shmstate::detail {
 
-// Deepest nesting of arrays and objects an atom accepts (Boost's default is 32).
-inline constexpr std::size_t kMaxJsonDepth = 512;  // the messages in json_storable.cpp say 512
-
-// The options every reader of atom bytes (and the CLI) parses with.
-boost::json::parse_options json_parse_options() noexcept;
-
 // The bytes to store for v: its serialization, after checking that every
-// process can parse them back with json_parse_options(). Throws
+// process can parse them back with parse_json_exact(). Throws
 // Error(InvalidArgument) "<where()>: not storable as JSON: <why>" if v nests
 // deeper than kMaxJsonDepth, holds a NaN or infinite double, or a string or
 // key that is not valid UTF-8 (checked on the output in one pass: the

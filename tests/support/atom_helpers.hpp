@@ -73,7 +73,7 @@ inline Stored stored(const shmstate::Segment& seg, std::string_view name) {
     if (s.current.load(std::memory_order_relaxed) != word) continue;
     boost::system::error_code ec;
     if (r.in_heap) {
-      r.value = json::parse(r.bytes, ec, {}, shmstate::detail::json_parse_options());  // as readers do
+      r.value = shmstate::detail::parse_json_exact(r.bytes, ec);  // as readers do
       r.valid = !ec;
       if (ec) r.value = nullptr;
     }
