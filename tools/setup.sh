@@ -3,13 +3,43 @@
 # packages shmstate needs (only those missing), then configures and builds.
 # Idempotent: on a machine that is already set up it only runs ninja.
 #
-# Usage: source tools/setup.sh   (sets BUILD_DIR; honours BUILD_DIR and MESON_ARGS)
+# Every step's output goes to a log; when a step fails, the step's name and its
+# log reach stderr and the script stops with that step's exit status. Quiet
+# when all is well, never silent when it is not.
+#
+# Usage: source tools/setup.sh   (sets ROOT, BUILD_DIR; honours BUILD_DIR and MESON_ARGS;
+#                                 defines setup_step for the scripts that source it)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
-# jq: the CLI tests run the README's `shmstate swap ... -- jq` example with the real filter.
-PACKAGES=(g++ libboost1.81-dev libboost-json1.81-dev doctest-dev meson ninja-build pkg-config python3 jq)
+# cmake: Debian 12's doctest-dev ships only CMake package files, so meson finds
+#        doctest through cmake; the CMake-consumer test builds with it too.
+# clang: tools/test.sh builds a clang variant (build-clang/).
+# jq:    the CLI tests run the README's `shmstate swap ... -- jq` example with the real filter.
+PACKAGES=(g++ clang libboost1.81-dev libboost-json1.81-dev doctest-dev meson ninja-build cmake
+          pkg-config python3 jq binutils)
+
+# setup_step NAME CMD...: runs CMD with its output in a log; on failure prints
+# the step's name and the log's last 200 lines, then exits with CMD's status.
+setup_step() {
+  local name=$1
+  shift
+  local log
+  log=$(mktemp "${TMPDIR:-/tmp}/shmstate-setup.XXXXXX")
+  local rc=0
+  "$@" >"$log" 2>&1 || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    {
+      echo "setup: step '$name' failed (exit $rc): $*"
+      echo "---- output (last 200 lines; whole log: $log) ----"
+      tail -n 200 "$log"
+      echo "---- end of output of step '$name' ----"
+    } >&2
+    exit "$rc"
+  fi
+  rm -f "$log"
+}
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -17,18 +47,19 @@ for p in "${PACKAGES[@]}"; do
 done
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2
-  SUDO=""
+  SUDO=()
   if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null || { echo "setup: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
-    SUDO="sudo"
+    SUDO=(sudo)
   fi
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  setup_step "apt-get update" "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+  setup_step "apt-get install ${missing[*]}" "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then
   # shellcheck disable=SC2086
-  meson setup "$BUILD_DIR" "$ROOT" -Dwerror=true ${MESON_ARGS:-} >/dev/null
+  setup_step "meson setup $BUILD_DIR" meson setup "$BUILD_DIR" "$ROOT" -Dwerror=true \
+    ${MESON_ARGS:-}
 fi
-ninja -C "$BUILD_DIR" >/dev/null
+setup_step "build ($BUILD_DIR)" ninja -C "$BUILD_DIR"
