@@ -369,8 +369,11 @@ TEST_CASE_FIXTURE(Fixture, "inspect: wrong JSON types are InvalidArgument and ch
   CHECK(seg.open_atomic<bool>("b").get() == true);
 
   // create: a wrong initial creates nothing.
-  for (auto [kind, v] : {std::pair{Kind::Int64, json::value("1")}, std::pair{Kind::Int64, json::value(2.5)},
+  for (const auto& kv : {std::pair{Kind::Int64, json::value("1")}, std::pair{Kind::Int64, json::value(2.5)},
                          std::pair{Kind::Bool, json::value(1)}, std::pair{Kind::Double, json::value(true)}}) {
+    // Not a structured binding: clang 14 cannot capture those in a lambda.
+    Kind kind = kv.first;
+    const json::value& v = kv.second;
     CAPTURE(json::serialize(v));
     CHECK(error_of([&] { in::create(seg, kind, "new", v); }).code() == ErrorCode::InvalidArgument);
     CHECK_FALSE(seg.find("new").has_value());

@@ -6,6 +6,7 @@
 #   tools/test.sh                   everything
 #   tools/test.sh --suite unit      extra arguments go to `meson test` (main build only)
 #   SHMSTATE_SANITIZE=0 tools/test.sh   skip the sanitizer build
+#   SHMSTATE_CLANG=0 tools/test.sh      skip the clang build
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
@@ -16,13 +17,27 @@ logs=("$BUILD_DIR/meson-logs/testlog.json")
 if [ "${SHMSTATE_SANITIZE:-1}" != 0 ] && [ $# -eq 0 ]; then
   SAN_DIR="$ROOT/build-sanitize"
   if [ ! -f "$SAN_DIR/build.ninja" ]; then
-    meson setup "$SAN_DIR" "$ROOT" -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false \
-      -Dcpp_args=-fno-sanitize-recover=all >/dev/null
+    setup_step "meson setup $SAN_DIR (ASan+UBSan)" meson setup "$SAN_DIR" "$ROOT" -Dwerror=true \
+      -Db_sanitize=address,undefined -Db_lundef=false -Dcpp_args=-fno-sanitize-recover=all
   fi
   echo "== ASan+UBSan: unit and multiprocess suites"
-  ninja -C "$SAN_DIR" >/dev/null
+  setup_step "build ($SAN_DIR)" ninja -C "$SAN_DIR"
   meson test -C "$SAN_DIR" --print-errorlogs --num-processes 2 --suite unit --suite multiprocess || status=$?
   logs+=("$SAN_DIR/meson-logs/testlog.json")
+fi
+
+# clang (Debian 12's clang 14) must build everything warnings-clean; the unit
+# suite runs there too (the multiprocess suites already ran twice above).
+if [ "${SHMSTATE_CLANG:-1}" != 0 ] && [ $# -eq 0 ]; then
+  CLANG_DIR="$ROOT/build-clang"
+  if [ ! -f "$CLANG_DIR/build.ninja" ]; then
+    setup_step "meson setup $CLANG_DIR (clang)" env CXX=clang++ meson setup "$CLANG_DIR" "$ROOT" -Dwerror=true \
+      ${MESON_ARGS:-}
+  fi
+  echo "== clang: build everything, run the unit suite"
+  setup_step "build ($CLANG_DIR)" ninja -C "$CLANG_DIR"
+  meson test -C "$CLANG_DIR" --print-errorlogs --num-processes 2 --suite unit || status=$?
+  logs+=("$CLANG_DIR/meson-logs/testlog.json")
 fi
 
 # The plain closing line CI reads: count results from meson's JSON logs.

@@ -160,8 +160,10 @@ class Atomic {
   std::shared_ptr<const detail::ObjectName> name_;
 };
 
-extern template class Atomic<bool>;
-extern template class Atomic<std::int64_t>;
-extern template class Atomic<double>;
+// Defined in the library for these three T only (the static_assert above
+// admits no other); the inline members are instantiated where they are used.
+extern template bool Atomic<bool>::wait_while_equal(bool, std::chrono::nanoseconds) const;
+extern template bool Atomic<std::int64_t>::wait_while_equal(std::int64_t, std::chrono::nanoseconds) const;
+extern template bool Atomic<double>::wait_while_equal(double, std::chrono::nanoseconds) const;
 
 }  // namespace shmstate

@@ -43,7 +43,7 @@ class RobustMutex {
 
  private:
   pthread_mutex_t m_;
-  char pad_[64 - sizeof(pthread_mutex_t)];
+  [[maybe_unused]] char pad_[64 - sizeof(pthread_mutex_t)];  // keeps the size fixed
 };
 static_assert(sizeof(pthread_mutex_t) == 40, "layout assumes x86_64/aarch64 glibc");
 static_assert(sizeof(RobustMutex) == 64);
