@@ -6,3 +6,4 @@
 #include <shmstate/error.hpp>
 #include <shmstate/inspect.hpp>
 #include <shmstate/segment.hpp>
+#include <shmstate/store.hpp>

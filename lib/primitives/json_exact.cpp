@@ -104,7 +104,8 @@ struct ExactHandler {
 
 }  // namespace
 
-json::value parse_json_exact(std::string_view text, boost::system::error_code& ec, std::size_t max_depth) {
+json::value parse_json_exact(std::string_view text, boost::system::error_code& ec, std::size_t max_depth,
+                             std::size_t* error_offset) {
   // As boost::json::parse does: the value stack starts in a stack buffer.
   unsigned char temp[BOOST_JSON_STACK_BUFFER_SIZE];
   json::parse_options opt;
@@ -112,9 +113,9 @@ json::value parse_json_exact(std::string_view text, boost::system::error_code& e
   json::basic_parser<ExactHandler> p(opt, json::storage_ptr(), temp, sizeof temp);
   p.handler().st.reset();
   std::size_t n = p.write_some(false, text.data(), text.size(), ec);
-  if (ec) return nullptr;
-  if (n < text.size()) {
-    ec = json::error::extra_data;
+  if (!ec && n < text.size()) ec = json::error::extra_data;
+  if (ec) {
+    if (error_offset != nullptr) *error_offset = n;  // write_some stops where the text went wrong
     return nullptr;
   }
   return p.handler().st.release();

@@ -28,10 +28,11 @@ inline constexpr std::size_t kMaxJsonDepth = 512;  // the messages in json_stora
 // round-to-nearest-even; beyond DBL_MAX it is +-infinity, below the least
 // subnormal +-0), so the shortest round-trip text of a double parses back to
 // the same bits. On bad input sets ec (Boost's error codes: syntax,
-// too_deep, extra_data, incomplete, exponent_overflow, ...) and returns null.
+// too_deep, extra_data, incomplete, exponent_overflow, ...) and returns null;
+// then *error_offset (if given) is the byte offset where the text went wrong.
 // Does not throw except std::bad_alloc. Cost: Boost's parse plus one
 // from_chars per non-integer number.
 boost::json::value parse_json_exact(std::string_view text, boost::system::error_code& ec,
-                                    std::size_t max_depth = kMaxJsonDepth);
+                                    std::size_t max_depth = kMaxJsonDepth, std::size_t* error_offset = nullptr);
 
 }  // namespace shmstate::detail
