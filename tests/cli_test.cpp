@@ -22,6 +22,7 @@
 #include "segment/layout.hpp"
 #include "support/proc.hpp"
 #include "support/run.hpp"
+#include "support/temp_dir.hpp"
 
 namespace json = boost::json;
 
@@ -105,7 +106,7 @@ struct ForeignFile {
   ~ForeignFile() { ::unlink(shm_path(name).c_str()); }
 };
 
-const std::vector<std::string> kCommands = {"list", "dump", "create", "rm", "new", "get", "set", "add"};
+const std::vector<std::string> kCommands = {"list", "dump", "create", "rm", "new", "get", "set", "add", "store"};
 
 std::vector<std::string> json_keys(const json::object& o) {
   std::vector<std::string> keys;
@@ -754,3 +755,59 @@ TEST_CASE("swap from concurrent CLI processes retries on conflict: no lost updat
 }
 
 }  // TEST_SUITE("cli atoms")
+
+TEST_SUITE("cli store") {
+
+TEST_CASE("store get and store update: JSON in and out, through a real filter") {
+  test::TempDir dir;
+  const std::string f = dir.file("s.json");
+  CHECK_EXIT(shm({"store", "get", f}), 3);  // no file yet
+  auto r = shm({"store", "update", f, "--", "jq", "-c", ". // {} | .runs += 1"});
+  CHECK(parse(line_of(r)) == json::parse(R"({"runs":1})"));
+  CHECK(parse(line_of(shm({"store", "get", f}))) == json::parse(R"({"runs":1})"));
+  CHECK(test::read_file(f) == std::optional<std::string>("{\"runs\":1}\n"));
+  CHECK(parse(line_of(shm({"store", "update", f, "--", "jq", "-c", ".runs += 1"}))) == json::parse(R"({"runs":2})"));
+  test::write_file(f, "{\"runs\": 2,");
+  auto corrupt = shm({"store", "get", f});
+  CHECK_EXIT(corrupt, 1);
+  CHECK(contains(corrupt.err, "at byte"));
+  CHECK_EXIT(shm({"store", "frob", f}), 2);
+  CHECK_EXIT(shm({"store", "update", f}), 2);
+}
+
+TEST_CASE("store update: a failing filter, a killed filter or invalid JSON changes nothing") {
+  test::TempDir dir;
+  const std::string f = dir.file("s.json");
+  test::write_file(f, "{\"n\":5}\n");
+  for (std::vector<std::string> filter :
+       {std::vector<std::string>{"false"}, {"sh", "-c", "kill -9 $$"}, {"echo", "{not json"}, {"/nonexistent/filter"}}) {
+    CAPTURE(filter[0]);
+    std::vector<std::string> args = {"store", "update", f, "--"};
+    args.insert(args.end(), filter.begin(), filter.end());
+    auto r = shm(args);
+    CHECK_EXIT(r, 1);
+    CHECK(contains(r.err, "store '" + f + "'"));
+    CHECK(test::read_file(f) == std::optional<std::string>("{\"n\":5}\n"));
+  }
+  CHECK(parse(line_of(shm({"store", "update", f, "--", "echo", "3"}))) == 3);  // ignores stdin: no SIGPIPE death
+}
+
+TEST_CASE("store update from concurrent CLI processes: no lost update") {
+  test::TempDir dir("/dev/shm");
+  const std::string f = dir.file("count.json");
+  constexpr int kProcs = 4, kUpdates = 10;
+  std::vector<test::Child> children;
+  for (int p = 0; p < kProcs; ++p) {
+    children.emplace_back([&] {
+      for (int i = 0; i < kUpdates; ++i) {
+        auto r = test::run({cli_path(), "store", "update", f, "--", "sh", "-c", "sleep 0.005; jq -c '(. // 0) + 1'"});
+        if (!r.exited() || r.status != 0) return 1;
+      }
+      return 0;
+    });
+  }
+  for (auto& c : children) CHECK(c.exit_code() == 0);
+  CHECK(parse(line_of(shm({"store", "get", f}))) == kProcs * kUpdates);
+}
+
+}  // TEST_SUITE("cli store")

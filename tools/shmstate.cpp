@@ -26,6 +26,7 @@
 
 #include <shmstate/inspect.hpp>
 #include <shmstate/segment.hpp>
+#include <shmstate/store.hpp>
 
 namespace {
 
@@ -364,6 +365,31 @@ int cmd_swap(const Args& a) {
   return kOk;
 }
 
+// store get FILE | store update FILE -- CMD [ARGS...]
+int cmd_store(const Args& a) {
+  const std::string& sub = a.positional[0];
+  const std::string& file = a.positional[1];
+  const std::string where = "store '" + file + "'";
+  if (sub == "get") {
+    if (a.positional.size() != 2) throw UsageError{"store get takes one FILE", a.command};
+    if (::access(file.c_str(), F_OK) != 0 && errno == ENOENT)
+      throw shmstate::Error(shmstate::ErrorCode::NotFound, where + ": no such file");
+    print_line(inspect::to_text(shmstate::Store::open(file).value()));
+    return kOk;
+  }
+  if (sub != "update") throw UsageError{"unknown store command '" + sub + "': use get or update", a.command};
+  if (a.positional.size() < 3) throw UsageError{"store update needs a command after --", a.command};
+  std::vector<std::string> filter(a.positional.begin() + 2, a.positional.end());
+  ::signal(SIGPIPE, SIG_IGN);  // a filter that ignores stdin must not kill us
+  auto store = shmstate::Store::open(file);
+  const auto& result = store.update([&](boost::json::value& v) {
+    std::string out = run_filter(where, filter, inspect::to_text(v) + "\n");
+    v = inspect::parse_json(out, where + ": output of filter '" + filter[0] + "': '" + out + "'");
+  });
+  print_line(inspect::to_text(result));
+  return kOk;
+}
+
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
       {"list", "[--json]", "list our segments in /dev/shm",
@@ -407,6 +433,16 @@ const std::vector<Command>& commands() {
        "Prints the new value.\n"
        "  example: shmstate swap jobs state -- jq -c '.conns += 1'\n",
        {}, {}, 2, cmd_swap, true},
+      {"store", "get FILE | update FILE -- CMD [ARGS...]", "read or update a JSON store file",
+       "get prints the file's JSON value on one line (exit 3 if there is no file).\n"
+       "update runs CMD with the file's value (one line of JSON; null if there is no\n"
+       "file) on its stdin and replaces the file with CMD's stdout, which must be one\n"
+       "JSON value, holding the store's lock (<FILE>.lock) meanwhile, so concurrent\n"
+       "updates (CLI or Store::update) lose nothing. The file is replaced atomically\n"
+       "and durably, keeping its mode; it is written compact. If CMD fails, is killed\n"
+       "or prints invalid JSON, nothing changes (exit 1). Prints the new value.\n"
+       "  example: shmstate store update runs.json -- jq -c '. + [now]'\n",
+       {}, {}, 1, cmd_store, true},
   };
   return table;
 }
