@@ -18,6 +18,9 @@
 #include <thread>
 #include <vector>
 
+#include <boost/json.hpp>
+
+#include <shmstate/atom.hpp>
 #include <shmstate/atomic.hpp>
 #include <shmstate/segment.hpp>
 
@@ -877,4 +880,68 @@ TEST_CASE("a free list that points at itself never hands out one block twice") {
   std::uint64_t second = impl.allocate_block(100, &cap, "x");
   CHECK(first == a);
   CHECK(second != a);
+}
+
+TEST_CASE("racing creators of one object name: exactly one reports that it created") {
+  test::TempSegment t("create-race");
+  Segment seg = Segment::create(t.name(), {.size = 1 << 20});
+  constexpr int kChildren = 6;
+  for (int round = 0; round < 5; ++round) {
+    CAPTURE(round);
+    {  // find_or_create: ObjectSlot::created is true in exactly one
+      const std::string name = "slot" + std::to_string(round);
+      test::SharedMemory mem;
+      auto* created = mem.as<std::atomic<int>>();
+      auto codes = test::run_children(kChildren, [&](int) {
+        auto s = Segment::open(t.name());
+        auto slot = s.impl().find_or_create(name, Kind::Int64, kAtomicStateSize, 64, [](std::byte* p) {
+          auto* st = new (p) shmstate::detail::AtomicState<std::int64_t>;
+          st->header = {static_cast<std::uint32_t>(Kind::Int64), shmstate::detail::kAtomicLayoutVersion};
+        });
+        if (slot.created) created->fetch_add(1);
+        return 0;
+      });
+      for (int c : codes) CHECK(c == 0);
+      CHECK(created->load() == 1);
+    }
+    {  // CreateMode::Exclusive, mixed kinds: one succeeds, the others get AlreadyExists
+      const std::string name = "excl" + std::to_string(round);
+      test::SharedMemory mem;
+      auto* created = mem.as<std::atomic<int>>();
+      auto codes = test::run_children(kChildren, [&](int i) {
+        auto s = Segment::open(t.name());
+        try {
+          if (i % 3 == 0)
+            s.atomic<std::int64_t>(name, 7, shmstate::CreateMode::Exclusive);
+          else if (i % 3 == 1)
+            s.atom(name, boost::json::value(1), shmstate::CreateMode::Exclusive);
+          else
+            s.atomic<double>(name, 1.5, shmstate::CreateMode::Exclusive);
+        } catch (const shmstate::Error& e) {
+          return e.code() == ErrorCode::AlreadyExists && contains(e.what(), name) ? 10 : 20;
+        }
+        created->fetch_add(1);
+        return 0;
+      });
+      CHECK(std::count(codes.begin(), codes.end(), 0) == 1);
+      CHECK(std::count(codes.begin(), codes.end(), 10) == kChildren - 1);
+      CHECK(created->load() == 1);
+      CHECK(seg.find(name).has_value());
+    }
+  }
+  CHECK(seg.objects().size() == 10);
+}
+
+TEST_CASE("CreateMode::Exclusive in one process: AlreadyExists names the existing kind; OpenOrCreate opens") {
+  test::TempSegment t;
+  Segment seg = Segment::create(t.name());
+  seg.atomic<std::int64_t>("n", 5, shmstate::CreateMode::Exclusive);
+  auto err = error_of([&] { seg.atom("n", boost::json::value(1), shmstate::CreateMode::Exclusive); });
+  CHECK(err.code() == ErrorCode::AlreadyExists);
+  CHECK(contains(err.what(), "'n'"));
+  CHECK(contains(err.what(), "int64"));
+  CHECK_ERROR(seg.atomic<std::int64_t>("n", 0, shmstate::CreateMode::Exclusive), ErrorCode::AlreadyExists);
+  CHECK(seg.atomic<std::int64_t>("n", 0).get() == 5);
+  auto slot = seg.impl().find_or_create("n", Kind::Int64, kAtomicStateSize, 64, [](std::byte*) {});
+  CHECK_FALSE(slot.created);
 }

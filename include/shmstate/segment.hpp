@@ -87,6 +87,14 @@ inline constexpr std::size_t kMaxObjectNameLength = 63;
 // Layout version of segments this library creates and reads.
 inline constexpr std::uint32_t kLayoutVersion = 1;
 
+// What a creating accessor (Segment::atomic, atom, atomic_reference, ...) does
+// when the name is taken. OpenOrCreate returns the existing object (or throws
+// KindMismatch if it is another kind). Exclusive throws AlreadyExists whatever
+// the existing object's kind: of any number of processes racing to create one
+// name exclusively, exactly one succeeds (the check and the creation happen
+// under the segment's registry mutex), so success means "this call created it".
+enum class CreateMode { OpenOrCreate, Exclusive };
+
 struct SegmentOptions {
   std::size_t size = 1 << 20;     // total bytes, header and registry included
   unsigned mode = 0600;           // applied exactly, whatever the umask; must include 0600
@@ -162,9 +170,11 @@ class Segment {
   // The Atomic<T> named `name`, created with `initial` if it does not exist
   // (`initial` is ignored otherwise). T is bool, std::int64_t or double and
   // is never deduced: write seg.atomic<std::int64_t>("hits", 0).
-  // Throws KindMismatch if `name` is another kind, SegmentFull, InvalidArgument.
+  // Throws KindMismatch if `name` is another kind, SegmentFull, InvalidArgument;
+  // with CreateMode::Exclusive, AlreadyExists if `name` exists (any kind).
   template <AtomicValue T>
-  Atomic<T> atomic(std::string_view name, std::type_identity_t<T> initial = T{});
+  Atomic<T> atomic(std::string_view name, std::type_identity_t<T> initial = T{},
+                   CreateMode mode = CreateMode::OpenOrCreate);
 
   // The existing Atomic<T> named `name`. Throws NotFound or KindMismatch.
   template <AtomicValue T>
@@ -172,13 +182,16 @@ class Segment {
 
   // The Atom named `name` (<shmstate/atom.hpp>), created holding `initial` if
   // it does not exist. Throws KindMismatch, SegmentFull (the initial value
-  // does not fit), InvalidArgument.
-  Atom atom(std::string_view name, const boost::json::value& initial);
+  // does not fit), InvalidArgument; with CreateMode::Exclusive, AlreadyExists
+  // if `name` exists (any kind).
+  Atom atom(std::string_view name, const boost::json::value& initial, CreateMode mode = CreateMode::OpenOrCreate);
   // The existing Atom named `name`. Throws NotFound or KindMismatch.
   Atom open_atom(std::string_view name) const;
 
-  // The AtomicReference named `name`, created holding `initial` if missing.
-  AtomicReference atomic_reference(std::string_view name, const boost::json::value& initial);
+  // The AtomicReference named `name`, created holding `initial` if missing
+  // (errors and `mode` as for atom()).
+  AtomicReference atomic_reference(std::string_view name, const boost::json::value& initial,
+                                   CreateMode mode = CreateMode::OpenOrCreate);
   AtomicReference open_atomic_reference(std::string_view name) const;
 
   // For the library's own primitives; not a stable API.

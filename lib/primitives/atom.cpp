@@ -86,12 +86,12 @@ void init_atom_state(SegmentImpl& segment, std::byte* p, Kind kind, const std::s
 }
 
 std::shared_ptr<AtomCore> open_core(SegmentImpl& segment, std::string_view name, Kind kind,
-                                    const json::value* initial) {
+                                    const json::value* initial, CreateMode mode = CreateMode::OpenOrCreate) {
   ObjectSlot slot;
   if (initial != nullptr) {
     std::string bytes = encode_storable(*initial, [&] { return segment.where(name); });
     slot = segment.find_or_create(name, kind, sizeof(AtomState), alignof(AtomState),
-                                  [&](std::byte* p) { init_atom_state(segment, p, kind, bytes, name); });
+                                  [&](std::byte* p) { init_atom_state(segment, p, kind, bytes, name); }, mode);
   } else {
     slot = segment.find_existing(name, kind);
   }
@@ -511,14 +511,14 @@ const std::string& AtomicReference::segment_name() const noexcept { return core_
 
 // ---- Segment factories ----
 
-Atom Segment::atom(std::string_view name, const json::value& initial) {
-  return Atom(detail::open_core(*impl_, name, Kind::Atom, &initial));
+Atom Segment::atom(std::string_view name, const json::value& initial, CreateMode mode) {
+  return Atom(detail::open_core(*impl_, name, Kind::Atom, &initial, mode));
 }
 Atom Segment::open_atom(std::string_view name) const {
   return Atom(detail::open_core(*impl_, name, Kind::Atom, nullptr));
 }
-AtomicReference Segment::atomic_reference(std::string_view name, const json::value& initial) {
-  return AtomicReference(detail::open_core(*impl_, name, Kind::Reference, &initial));
+AtomicReference Segment::atomic_reference(std::string_view name, const json::value& initial, CreateMode mode) {
+  return AtomicReference(detail::open_core(*impl_, name, Kind::Reference, &initial, mode));
 }
 AtomicReference Segment::open_atomic_reference(std::string_view name) const {
   return AtomicReference(detail::open_core(*impl_, name, Kind::Reference, nullptr));

@@ -146,10 +146,13 @@ void SegmentImpl::reclaim_reserving_entries() noexcept {
 
 ObjectSlot SegmentImpl::find_or_create(std::string_view object, Kind kind, std::uint64_t bytes,
                                        std::uint64_t align,
-                                       const std::function<void(std::byte*)>& init) {
+                                       const std::function<void(std::byte*)>& init, CreateMode mode) {
   validate_object_name(name, object);
   auto existing = [&]() -> std::optional<ObjectSlot> {
     auto slot = lookup(object);
+    if (slot && mode == CreateMode::Exclusive)
+      throw Error(ErrorCode::AlreadyExists, where(object) + ": already exists (a " +
+                                                std::string(kind_name(slot->info.kind)) + ")");
     if (slot && slot->info.kind != kind) throw kind_mismatch(*this, slot->info, kind);
     return slot;
   };
@@ -186,7 +189,7 @@ ObjectSlot SegmentImpl::find_or_create(std::string_view object, Kind kind, std::
   entry->offset = offset;
   entry->size = bytes;
   entry->state.store(kEntryReady, std::memory_order_release);
-  return ObjectSlot{base + offset, ObjectInfo{std::string(object), kind, offset, bytes}};
+  return ObjectSlot{base + offset, ObjectInfo{std::string(object), kind, offset, bytes}, true};
 }
 
 std::uint64_t SegmentImpl::allocate(std::uint64_t bytes, std::uint64_t align, std::string_view object) {

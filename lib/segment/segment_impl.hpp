@@ -19,6 +19,10 @@ namespace shmstate::detail {
 struct ObjectSlot {
   std::byte* address;
   ObjectInfo info;
+  // True when this call created the object (and ran init); false when it
+  // found an existing one. Exactly one of any number of racing creators of a
+  // name sees true.
+  bool created = false;
 };
 
 struct SegmentImpl {
@@ -36,9 +40,15 @@ struct SegmentImpl {
   // allocates `bytes` aligned to `align` from the heap, zeroes them, runs
   // init(address) and publishes the entry. init may throw (nothing is
   // published then, and the block is leaked); it must not block.
-  // Throws KindMismatch, SegmentFull (registry or heap), InvalidArgument (name).
+  // With CreateMode::Exclusive an existing object of that name (whatever its
+  // kind) is Error(AlreadyExists) instead of being returned; the check is made
+  // under the registry mutex, so of racing exclusive creators exactly one wins.
+  // ObjectSlot::created says which case happened.
+  // Throws KindMismatch (OpenOrCreate only), AlreadyExists (Exclusive only),
+  // SegmentFull (registry or heap), InvalidArgument (name).
   ObjectSlot find_or_create(std::string_view object, Kind kind, std::uint64_t bytes,
-                            std::uint64_t align, const std::function<void(std::byte*)>& init);
+                            std::uint64_t align, const std::function<void(std::byte*)>& init,
+                            CreateMode mode = CreateMode::OpenOrCreate);
 
   // Finds an existing object of `kind`. Throws NotFound, KindMismatch.
   ObjectSlot find_existing(std::string_view object, Kind kind) const;
