@@ -6,6 +6,7 @@ std::vector<Case> all_cases() {
   std::vector<Case> cases;
   atomic_rows(cases);
   atom_rows(cases);
+  store_rows(cases);
   return cases;
 }
 
