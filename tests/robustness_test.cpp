@@ -337,6 +337,38 @@ TEST_CASE("create sweeps only temp files of dead creators in its own PID namespa
   for (const auto& n : {live, dead, recycled, foreign_ns}) ::unlink(("/dev/shm/" + n).c_str());
 }
 
+TEST_CASE("create's temp names are unpredictable, and a squatted temp name is skipped") {
+  namespace d = shmstate::detail;
+  auto a = d::random_temp_segment_name(), b = d::random_temp_segment_name();
+  CHECK(a != b);  // 64 random bits each, not a counter
+  CHECK(a.substr(0, a.rfind('-')) == b.substr(0, b.rfind('-')));
+  CHECK(a.size() - a.rfind('-') - 1 == 16);
+  // Squat the first name create will try (as another user could, if it were
+  // predictable): create must move on to a fresh one.
+  static std::string squatted;
+  static int calls = 0;
+  squatted = d::random_temp_segment_name();
+  calls = 0;
+  FILE* f = std::fopen(("/dev/shm/" + squatted).c_str(), "w");
+  REQUIRE(f != nullptr);
+  std::fclose(f);
+  auto* saved = d::temp_segment_name;
+  d::temp_segment_name = [] { return calls++ == 0 ? squatted : d::random_temp_segment_name(); };
+  test::TempSegment t("squat");
+  std::string failure;
+  try {
+    Segment::create(t.name(), {.size = 64 * 1024});
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  d::temp_segment_name = saved;
+  CHECK_MESSAGE(failure.empty(), "create failed: " << failure);
+  CHECK(calls == 2);
+  CHECK(Segment::exists(t.name()));
+  CHECK(shm_files(squatted).size() == 1);  // the squatter's file is not ours to remove
+  ::unlink(("/dev/shm/" + squatted).c_str());
+}
+
 // fork() while another thread holds the process's segment-cache mutex (it is
 // opening a segment): the child must not inherit the mutex locked forever.
 TEST_CASE("a child forked while another thread opens segments can open segments") {

@@ -667,6 +667,23 @@ TEST_CASE("Corrupt registry entries: objects() and lookups throw Corrupt, never 
   CHECK(seg.open_atomic<std::int64_t>("first").get() == 1);
 }
 
+TEST_CASE("garbage after the NUL of a registry name: objects, find, open and create all say Corrupt") {
+  test::TempSegment t;
+  Segment seg = Segment::create(t.name(), {.size = 64 * 1024, .mode = 0600, .max_objects = 8});
+  seg.atomic<std::int64_t>("first", 1);
+  seg.atomic<std::int64_t>("victim", 2);
+  const std::uint64_t entry1 = kHeader + 1 * kEntry;  // "victim"
+  patch(t.path(), entry1 + offsetof(shmstate::detail::RegistryEntry, name) + 10, "zz", 2);
+  auto err = error_of([&] { seg.objects(); });
+  CHECK(err.code() == ErrorCode::Corrupt);
+  CHECK(contains(err.what(), "after its NUL"));
+  CHECK_ERROR(seg.find("victim"), ErrorCode::Corrupt);
+  CHECK_ERROR(seg.open_atomic<std::int64_t>("victim"), ErrorCode::Corrupt);
+  // Never a second object of the same name.
+  CHECK_ERROR(seg.atomic<std::int64_t>("victim", 0), ErrorCode::Corrupt);
+  CHECK(seg.open_atomic<std::int64_t>("first").get() == 1);
+}
+
 TEST_CASE("Corrupt object state behind a valid-looking entry: the handle refuses it") {
   test::TempSegment t;
   Segment seg = Segment::create(t.name(), {.size = 64 * 1024, .mode = 0600, .max_objects = 8});

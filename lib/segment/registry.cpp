@@ -75,6 +75,10 @@ std::optional<ObjectInfo> SegmentImpl::read_entry(std::uint32_t index) const {
   const void* nul = std::memchr(e.name, '\0', sizeof e.name);
   if (nul == nullptr) throw corrupt("name is not terminated");
   std::string object(e.name, static_cast<const char*>(nul));
+  // Bytes after the NUL would make the name one thing to a lister and
+  // another to a lookup (which compares the whole field).
+  for (std::size_t i = object.size() + 1; i < sizeof e.name; ++i)
+    if (e.name[i] != '\0') throw corrupt("name '" + object.substr(0, 64) + "' has bytes after its NUL");
   try {
     validate_object_name(name, object);
   } catch (const Error&) {
@@ -88,13 +92,15 @@ std::optional<ObjectInfo> SegmentImpl::read_entry(std::uint32_t index) const {
 }
 
 std::optional<ObjectSlot> SegmentImpl::lookup(std::string_view object) const {
-  // Names are validated to be shorter than the field, so a NUL-padded copy
-  // compares with one memcmp before the validating read.
+  // Names are validated to be shorter than the field, so a NUL-terminated
+  // copy compares with one memcmp before the validating read.
   char key[kObjectNameField] = {};
   std::memcpy(key, object.data(), std::min(object.size(), kObjectNameField - 1));
   for (std::uint32_t i = 0; i < capacity; ++i) {
     if (entries[i].state.load(std::memory_order_acquire) != kEntryReady) continue;
-    if (std::memcmp(entries[i].name, key, kObjectNameField) != 0) continue;
+    // Name and NUL only: read_entry then refuses bytes after the NUL (Corrupt),
+    // so a damaged entry is reported, not skipped and created a second time.
+    if (std::memcmp(entries[i].name, key, object.size() + 1) != 0) continue;
     if (auto info = read_entry(i); info && info->name == object)
       return ObjectSlot{base + info->offset, std::move(*info)};
   }

@@ -16,12 +16,14 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <utility>
 
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
 
 #include "platform/crash_point.hpp"
+#include "platform/durable_file.hpp"
 #include "platform/process.hpp"
 #include "platform/system_error.hpp"
 #include "segment/segment_impl.hpp"
@@ -125,14 +127,7 @@ void sweep_stale_temps() noexcept {
   while (dirent* d = ::readdir(dir)) {
     std::string_view n(d->d_name);
     if (n.substr(0, kTempPrefix.size()) != kTempPrefix) continue;
-    platform::ProcessIdentity id{0, 0, 0};
-    unsigned long long ns = 0, start = 0;
-    int pid = 0;
-    if (std::sscanf(d->d_name + kTempPrefix.size(), "%llu-%d-%llu-", &ns, &pid, &start) != 3) continue;
-    if (ns != platform::pid_namespace_id()) continue;
-    id.pid = pid;
-    id.start_time = start;
-    if (platform::liveness(id) == platform::Liveness::Dead) ::unlinkat(::dirfd(dir), d->d_name, 0);
+    if (platform::writer_is_dead(n.substr(kTempPrefix.size()))) ::unlinkat(::dirfd(dir), d->d_name, 0);
   }
   ::closedir(dir);
 }
@@ -200,17 +195,24 @@ Segment Segment::create(std::string_view name, const SegmentOptions& options) {
   validate_options(name, options);
   sweep_stale_temps();
 
-  static std::atomic<unsigned> counter{0};
-  auto self = platform::self_identity();
-  std::string temp = std::string(kTempPrefix) + std::to_string(platform::pid_namespace_id()) + "-" +
-                     std::to_string(self.pid) + "-" +
-                     std::to_string(self.start_time) + "-" + std::to_string(counter++);
   std::string ctx = platform::where(name) + ": create";
-
-  bip::shared_memory_object shm = boost_call(ctx, [&] {
-    bip::permissions perm(options.mode);
-    return bip::shared_memory_object(bip::create_only, temp.c_str(), bip::read_write, perm);
-  });
+  // The temp name keeps "<pid namespace>-<pid>-<start time>-" for the sweep,
+  // then 64 random bits: another local user who can read /proc cannot guess it,
+  // and a name squatted anyway (EEXIST) is skipped for a fresh one.
+  std::string temp;
+  std::optional<bip::shared_memory_object> created;
+  for (int attempt = 0; !created; ++attempt) {
+    temp = detail::temp_segment_name();
+    try {
+      created.emplace(boost_call(ctx, [&] {
+        bip::permissions perm(options.mode);
+        return bip::shared_memory_object(bip::create_only, temp.c_str(), bip::read_write, perm);
+      }));
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::AlreadyExists || attempt >= 16) throw;
+    }
+  }
+  bip::shared_memory_object& shm = *created;
   struct TempGuard {
     std::string name;
     bool armed = true;
@@ -358,6 +360,10 @@ std::optional<ObjectInfo> Segment::find(std::string_view object_name) const {
 }
 
 namespace detail {
+
+std::string random_temp_segment_name() { return std::string(kTempPrefix) + platform::writer_tag(); }
+
+std::string (*temp_segment_name)() = &random_temp_segment_name;
 
 void validate_header(std::string_view name, const std::byte* bytes, std::uint64_t file_size) {
   std::string w = platform::where(name);

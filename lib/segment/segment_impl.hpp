@@ -103,6 +103,13 @@ void validate_object_name(std::string_view segment, std::string_view object);
 SegmentInfo summarize(std::string_view name, const SegmentHeader& header,
                       const RegistryEntry* entries, std::uint32_t capacity, unsigned mode);
 
+// A temp name for a segment being built: ".shmstate-tmp-" + platform::writer_tag()
+// (who made it, for the sweep of dead creators' files, and 64 random bits).
+std::string random_temp_segment_name();
+// What Segment::create calls for each temp name it tries; tests point it
+// elsewhere to squat names. Defaults to random_temp_segment_name.
+extern std::string (*temp_segment_name)();
+
 // Validates a header found in a file of `file_size` bytes. Throws
 // LayoutMismatch (not ours / other version) or Corrupt, naming `name`.
 void validate_header(std::string_view name, const std::byte* bytes, std::uint64_t file_size);
