@@ -54,6 +54,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# mktemp -d makes it 0700; as the chroot's "/" it must be 0755 like any root,
+# or tests that drop to nobody cannot reach /dev/shm.
+chmod 0755 "$CHROOT"
 tar -C "$CHROOT" -xf "$TARBALL"
 cp /etc/resolv.conf "$CHROOT/etc/resolv.conf"
 # Debian 12's default sources, as a fresh install has them.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs the whole test suite; then builds
 # again with AddressSanitizer + UndefinedBehaviorSanitizer and runs the unit and
-# multiprocess suites there (ARCHITECTURE.md: sanitizers on every change).
+# multiprocess suites there (docs/design.md: sanitizers on every change).
 # Exit status: 0 when every test passed, non-zero otherwise.
 #   tools/test.sh                   everything
 #   tools/test.sh --suite unit      extra arguments go to `meson test` (main build only)
