@@ -138,14 +138,23 @@ TEST_CASE("EventCount notify without waiters takes no slow path") {
   CHECK(s->ec.waiters.load() == 0);
 }
 
-TEST_CASE("EventCount notify with a waiter bumps the sequence") {
+TEST_CASE("EventCount notify with an armed waiter bumps the sequence once and clears the bit") {
   test::SharedMemory mem;
   auto* s = mem.as<Shared>();
-  s->ec.waiters.store(1);  // as a waiter between prepare and sleep would
+  CHECK(s->ec.arm() == 0);  // as a waiter between arming and sleeping
+  CHECK(s->ec.waiters.load() == shmstate::detail::EventCount::kSleeperBit);
   s->ec.notify_all();
   CHECK(s->ec.seq.load() == 1);
-  s->ec.notify_all_slow();
+  CHECK(s->ec.waiters.load() == 0);
+  // Nobody re-armed: the next notifies are back to the fast path.
+  s->ec.notify_all();
+  CHECK(s->ec.seq.load() == 1);
+  // Arming twice sets the bit once (a flag, not a count).
+  s->ec.arm();
+  s->ec.arm();
+  s->ec.notify_all();
   CHECK(s->ec.seq.load() == 2);
+  CHECK(s->ec.waiters.load() == 0);
 }
 
 TEST_CASE("EventCount wait_until") {
@@ -156,12 +165,15 @@ TEST_CASE("EventCount wait_until") {
     auto t0 = Clock::now();
     CHECK(s->ec.wait_until([] { return true; }, Clock::now() + 10s));
     CHECK(Clock::now() - t0 < 5s);
-    CHECK(s->ec.waiters.load() == 0);
+    CHECK(s->ec.waiters.load() == 0);  // never armed  // done at the first look: never armed
   }
   SUBCASE("returns false on timeout, after the deadline") {
     auto t0 = Clock::now();
     CHECK_FALSE(s->ec.wait_until([] { return false; }, t0 + 150ms));  // longer than one slice
     CHECK(Clock::now() - t0 >= 150ms);
+    // The sleeper bit stays until the next notify clears it (no count to undo).
+    CHECK(s->ec.waiters.load() == shmstate::detail::EventCount::kSleeperBit);
+    s->ec.notify_all();
     CHECK(s->ec.waiters.load() == 0);
   }
   SUBCASE("a past deadline returns false after one check") {
@@ -181,14 +193,80 @@ TEST_CASE("EventCount waiter in another process is woken by notify_all") {
     if (Clock::now() - t0 >= 20s) return 2;
     return 0;
   });
-  // Publish only once the child is registered as a waiter, so the wake (not
-  // the child's first check) is what ends its wait.
-  REQUIRE(test::eventually([&] { return s->ec.waiters.load() == 1; }));
-  std::this_thread::sleep_for(20ms);
+  // Publish only once the child sleeps, so the wake (not the child's first
+  // check) is what ends its wait.
+  REQUIRE(test::eventually([&] { return test::asleep_in_futex(child.pid()); }));
   s->flag.store(1);
   s->ec.notify_all();
   CHECK(s->ec.seq.load() >= 1);  // the notifier saw the waiter
   CHECK(child.exit_code_within(10s) == 0);
+  s->ec.notify_all();  // clears the bit the child set before its last look
+  CHECK(s->ec.waiters.load() == 0);
+}
+
+// Issue 12 item 1: a notifier that bumped the sequence but never called
+// FUTEX_WAKE would still end waits, one slice late; so the wake must land
+// well inside a slice. Best of several tries, so a busy machine does not flake.
+TEST_CASE("EventCount: notify_all in one process wakes a sleeper in another well inside one slice") {
+  test::SharedMemory mem;
+  auto* s = mem.as<Shared>();
+  auto* t_notify = reinterpret_cast<std::atomic<std::int64_t>*>(reinterpret_cast<char*>(s) + 1024);
+  auto* t_woke = t_notify + 1;
+  auto best = std::chrono::nanoseconds::max();
+  for (int attempt = 0; attempt < 5 && best >= shmstate::detail::kWaitSlice / 4; ++attempt) {
+    s->flag.store(0);
+    s->ec.notify_all();  // clears any bit left by the last round
+    test::Child child([&] {
+      bool ok = s->ec.wait_until([&] { return s->flag.load() != 0; }, Clock::now() + 20s);
+      t_woke->store(Clock::now().time_since_epoch().count());
+      return ok ? 0 : 1;
+    });
+    REQUIRE(test::eventually([&] { return s->ec.waiters.load() != 0; }));
+    std::this_thread::sleep_for(5ms);  // let it reach FUTEX_WAIT
+    t_notify->store(Clock::now().time_since_epoch().count());
+    s->flag.store(1);
+    s->ec.notify_all();
+    REQUIRE(child.exit_code_within(10s) == 0);
+    best = std::min(best, std::chrono::nanoseconds(t_woke->load() - t_notify->load()));
+  }
+  MESSAGE("best wake latency: " << best.count() / 1000 << " us");
+  CHECK(best < shmstate::detail::kWaitSlice / 4);
+}
+
+// Issue 12 item 2: a waiter must check its predicate after registering and
+// before sleeping; a change that lands in between, with nobody notifying
+// (its notifier died, or notified before the registration), ends the wait at
+// once, not one slice later.
+TEST_CASE("EventCount: a predicate that turns true between registration and sleep returns at once") {
+  test::SharedMemory mem;
+  auto* s = mem.as<Shared>();
+  auto best = Clock::duration::max();
+  for (int attempt = 0; attempt < 5 && best >= shmstate::detail::kWaitSlice / 4; ++attempt) {
+    int calls = 0;
+    auto t0 = Clock::now();
+    // False at the first look (before registering), true from then on.
+    CHECK(s->ec.wait_until([&] { return ++calls > 1; }, Clock::now() + 10s));
+    best = std::min(best, Clock::now() - t0);
+  }
+  CHECK(best < shmstate::detail::kWaitSlice / 4);
+}
+
+// Issue 6 item 3: a waiter killed while waiting leaves nothing that makes
+// later notifies slow. The first notify after the kill may clear its bit
+// (one slow path); every later one is the one-load fast path.
+TEST_CASE("EventCount: a SIGKILLed waiter costs later notifies at most one slow path") {
+  test::SharedMemory mem;
+  auto* s = mem.as<Shared>();
+  test::Child child([&] {
+    s->ec.wait_until([] { return false; }, Clock::now() + 60s);
+    return 0;
+  });
+  REQUIRE(test::eventually([&] { return s->ec.waiters.load() != 0; }));
+  child.kill();
+  child.wait();
+  std::uint32_t seq0 = s->ec.seq.load();
+  for (int i = 0; i < 1000; ++i) s->ec.notify_all();
+  CHECK(s->ec.seq.load() - seq0 <= 1);  // each slow path bumps seq once
   CHECK(s->ec.waiters.load() == 0);
 }
 

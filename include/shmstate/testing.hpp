@@ -8,6 +8,8 @@
 // The list of points is in README.md ("Crash points").
 #pragma once
 
+#include <cstdint>
+
 namespace shmstate::testing {
 
 inline constexpr int kCrashExitCode = 86;
@@ -17,5 +19,11 @@ bool crash_points_compiled() noexcept;
 
 void arm_crash_point(const char* name) noexcept;
 void disarm_crash_point() noexcept;
+
+// How many times this process's notifiers took the slow path (found a
+// waiter bit set and went to clear it and wake), since the process started.
+// Counted only where crash points are compiled (crash_points_compiled());
+// always 0 elsewhere.
+std::uint64_t slow_notify_count() noexcept;
 
 }  // namespace shmstate::testing

@@ -2,9 +2,28 @@
 
 #include <climits>
 
+#include <shmstate/testing.hpp>
+
 #include "platform/futex.hpp"
 
-namespace shmstate::detail {
+namespace shmstate {
+namespace {
+#if SHMSTATE_CRASH_POINTS
+std::atomic<std::uint64_t> g_slow_notifies{0};
+#endif
+}  // namespace
+
+namespace testing {
+std::uint64_t slow_notify_count() noexcept {
+#if SHMSTATE_CRASH_POINTS
+  return g_slow_notifies.load(std::memory_order_relaxed);
+#else
+  return 0;
+#endif
+}
+}  // namespace testing
+
+namespace detail {
 
 using std::chrono::steady_clock;
 
@@ -16,6 +35,13 @@ steady_clock::time_point deadline_after(std::chrono::nanoseconds timeout) noexce
 }
 
 void EventCount::notify_all_slow() noexcept {
+#if SHMSTATE_CRASH_POINTS
+  g_slow_notifies.fetch_add(1, std::memory_order_relaxed);
+#endif
+  // Clear first, then bump: a waiter that re-arms after the exchange read
+  // its sequence before the bump, so it cannot sleep through this wake.
+  std::uint32_t bits = waiters.exchange(0, std::memory_order_seq_cst);
+  if ((bits & kSleeperBit) == 0) return;
   seq.fetch_add(1, std::memory_order_seq_cst);
   platform::futex_wake(seq, INT_MAX);
 }
@@ -23,21 +49,15 @@ void EventCount::notify_all_slow() noexcept {
 bool EventCount::wait_until(const std::function<bool()>& done,
                             steady_clock::time_point deadline) noexcept {
   if (done()) return true;
-  waiters.fetch_add(1, std::memory_order_seq_cst);
-  bool result = false;
   for (;;) {
-    std::uint32_t seen = seq.load(std::memory_order_seq_cst);
-    if (done()) {
-      result = true;
-      break;
-    }
+    std::uint32_t seen = arm();
+    if (done()) return true;
     auto now = steady_clock::now();
-    if (now >= deadline) break;
+    if (now >= deadline) return false;
     auto slice = std::min<steady_clock::duration>(deadline - now, kWaitSlice);
     platform::futex_wait(seq, seen, slice);
   }
-  waiters.fetch_sub(1, std::memory_order_seq_cst);
-  return result;
 }
 
-}  // namespace shmstate::detail
+}  // namespace detail
+}  // namespace shmstate

@@ -51,11 +51,13 @@ void run(Dispatcher* d) {
     }
     words.assign(1, &d->epoch);
     seen.assign(1, epoch);
-    // Read each sequence before checking its atom: a change after the check
-    // moves the sequence, so the wait below returns at once (event count).
+    // Arm each event count (read its sequence, set the sleeper bit) before
+    // checking its atom: a change after the check moves the sequence, so the
+    // wait below returns at once. Re-armed every pass, as the notifier
+    // clears the bit: a dead dispatcher leaves nothing set for long.
     for (auto& c : cores) {
       words.push_back(&c->changes().seq);
-      seen.push_back(c->changes().seq.load(std::memory_order_seq_cst));
+      seen.push_back(c->changes().arm());
     }
     for (auto& c : cores) {
       try {
@@ -84,10 +86,8 @@ void dispatcher_watch(std::shared_ptr<AtomCore> core) {
       d.started = true;
     }
     if (std::none_of(d.watched.begin(), d.watched.end(), [&](auto& c) { return c == core; })) {
-      // Counted as a waiter for as long as it is watched, so writers in any
-      // process wake us (EventCount protocol).
-      d.watched.reserve(d.watched.size() + 1);
-      core->changes().waiters.fetch_add(1, std::memory_order_seq_cst);
+      // The dispatcher arms the atom's event count on its next pass (the
+      // bump below makes it run one).
       d.watched.push_back(std::move(core));
     }
   }
@@ -100,7 +100,7 @@ void dispatcher_unwatch(const AtomCore* core) {
     std::lock_guard<std::mutex> g(d.mu);
     auto it = std::find_if(d.watched.begin(), d.watched.end(), [&](auto& c) { return c.get() == core; });
     if (it == d.watched.end()) return;
-    (*it)->changes().waiters.fetch_sub(1, std::memory_order_seq_cst);
+    // Its sleeper bit, if set, is cleared by the atom's next notify.
     d.watched.erase(it);
   }
   bump(d);

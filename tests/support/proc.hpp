@@ -6,7 +6,9 @@
 // shared segment.
 #pragma once
 
+#include <dirent.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,6 +27,12 @@
 #include <shmstate/segment.hpp>
 
 namespace test {
+
+#ifdef SYS_futex_waitv
+inline constexpr long SYS_futex_waitv_number = SYS_futex_waitv;
+#else
+inline constexpr long SYS_futex_waitv_number = 449;
+#endif
 
 // A segment name unique to this process and call; removes the segment on
 // scope exit, also when the test fails.
@@ -142,6 +150,28 @@ inline bool eventually(const std::function<bool()>& cond,
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   return cond();
+}
+
+// True when some thread of process `pid` is blocked in futex() or
+// futex_waitv() right now (/proc/<pid>/task/<tid>/syscall starts with the
+// syscall's number while it blocks). Lets a test act only once a waiter in
+// another process is really asleep, so a wake (not its first look) is what
+// ends its wait. The parent may read it for its own children.
+inline bool asleep_in_futex(pid_t pid) {
+  std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return false;
+  bool asleep = false;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::FILE* f = std::fopen((dir + "/" + e->d_name + "/syscall").c_str(), "r");
+    if (f == nullptr) continue;
+    long nr = -1;
+    if (std::fscanf(f, "%ld", &nr) == 1 && (nr == SYS_futex || nr == SYS_futex_waitv_number)) asleep = true;
+    std::fclose(f);
+  }
+  ::closedir(d);
+  return asleep;
 }
 
 // An anonymous MAP_SHARED region of `bytes`, zeroed, created before a fork
