@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -811,3 +812,77 @@ TEST_CASE("store update from concurrent CLI processes: no lost update") {
 }
 
 }  // TEST_SUITE("cli store")
+namespace {
+
+// `shmstate args...` killed after `seconds` (coreutils timeout), so a CLI that
+// hangs fails its test instead of stalling the suite until meson's timeout.
+test::RunResult shm_within(int seconds, std::vector<std::string> args) {
+  REQUIRE_MESSAGE(!cli_path().empty(), "set SHMSTATE_CLI to the shmstate binary (meson test does)");
+  args.insert(args.begin(), {"/usr/bin/timeout", "-s", "KILL", std::to_string(seconds), cli_path()});
+  auto r = test::run(args);
+  // timeout(1) exits 124 when it had to kill the command.
+  REQUIRE_MESSAGE(r.status != 124, "shmstate hung and was killed after " << seconds << " s: " << describe(r));
+  return r;
+}
+
+}  // namespace
+
+TEST_SUITE("cli") {
+
+TEST_CASE("swap: values bigger than a pipe's buffer pass through `-- cat` without deadlock") {
+  test::TempSegment seg("cliswapbig");
+  const std::string s = seg.name();
+  REQUIRE(shm({"create", s, "--size", "8M"}).status == 0);
+  REQUIRE(shm({"new", s, "atom", "big"}).status == 0);
+  auto atom = shmstate::Segment::open(s).open_atom("big");
+  for (std::size_t size : {std::size_t{300} << 10, std::size_t{1} << 20}) {
+    CAPTURE(size);
+    json::array value;
+    for (std::size_t i = 0; value.size() * 8 < size; ++i) value.emplace_back(static_cast<std::int64_t>(i * 1000003 % 9999991));
+    atom.reset(value);
+    auto before = atom.version();
+    auto r = shm_within(30, {"swap", s, "big", "--", "cat"});
+    REQUIRE_MESSAGE(r.status == 0, describe(r).substr(0, 2000));
+    CHECK(parse(line_of(r)) == json::value(value));
+    CHECK(atom.version() == before + 1);
+    CHECK(*atom.deref() == json::value(value));
+  }
+}
+
+TEST_CASE("swap: a filter printing without end is stopped at the segment's size") {
+  test::TempSegment seg("cliswapyes");
+  const std::string s = seg.name();
+  REQUIRE(shm({"create", s, "--size", "64K"}).status == 0);
+  REQUIRE(shm({"new", s, "atom", "state", "--init", "1"}).status == 0);
+  auto before = shmstate::Segment::open(s).open_atom("state").version();
+  auto r = shm_within(30, {"swap", s, "state", "--", "yes"});
+  CHECK_EXIT(r, 1);
+  CHECK(contains(r.err, "segment '" + s + "', object 'state'"));
+  CHECK(contains(r.err, "more than 65536 bytes"));
+  CHECK(contains(r.err, "killed"));
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  CHECK(shmstate::Segment::open(s).open_atom("state").version() == before);
+  CHECK(line_of(shm({"get", s, "state"})) == "1");
+}
+
+TEST_CASE("swap: a filter that printed valid JSON and then failed or was killed changes nothing") {
+  test::TempSegment seg("cliswapstatus");
+  const std::string s = seg.name();
+  REQUIRE(shm({"create", s}).status == 0);
+  REQUIRE(shm({"new", s, "atom", "state", "--init", "5"}).status == 0);
+  auto before = shmstate::Segment::open(s).open_atom("state").version();
+
+  auto failed = shm_within(30, {"swap", s, "state", "--", "sh", "-c", "cat >/dev/null; echo 7; exit 3"});
+  CHECK_EXIT(failed, 1);
+  CHECK(contains(failed.err, "exited with status 3"));
+  auto killed = shm_within(30, {"swap", s, "state", "--", "sh", "-c", "cat >/dev/null; echo 7; kill -9 $$"});
+  CHECK_EXIT(killed, 1);
+  CHECK(contains(killed.err, "killed by signal 9"));
+
+  CHECK(shmstate::Segment::open(s).open_atom("state").version() == before);
+  CHECK(line_of(shm({"get", s, "state"})) == "5");
+  // The same filter that exits 0 does change it: the failures above were the status.
+  CHECK(line_of(shm_within(30, {"swap", s, "state", "--", "sh", "-c", "cat >/dev/null; echo 7"})) == "7");
+}
+
+}  // TEST_SUITE("cli")

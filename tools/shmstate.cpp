@@ -278,21 +278,31 @@ int cmd_add(const Args& a) {
 }
 
 
-// Runs argv with `input` on its stdin; returns its stdout. Throws
-// shmstate::Error if it cannot start, is killed, or exits non-zero (its
-// stderr passes through to ours). A poll loop feeds stdin while draining
-// stdout, so big values cannot deadlock on full pipes.
-std::string run_filter(const std::string& where, const std::vector<std::string>& argv, const std::string& input) {
+// Runs argv with `input` on its stdin and returns its stdout, which may be at
+// most `cap` bytes. Throws shmstate::Error if it cannot start, prints more
+// than `cap` (it is then killed), is killed, or exits non-zero: a filter that
+// printed valid JSON and then failed has not vouched for its output (its
+// stderr passes through to ours). Our pipe ends are non-blocking and one poll
+// loop writes stdin and drains stdout together, so a filter that writes
+// before it has read everything (cat, with values bigger than a pipe's
+// buffer) cannot deadlock against us.
+std::string run_filter(const std::string& where, const std::vector<std::string>& argv, const std::string& input,
+                       std::size_t cap, std::string_view cap_reason) {
   auto fail = [&](const std::string& what) {
     return shmstate::Error(shmstate::ErrorCode::Io, where + ": filter '" + argv[0] + "' " + what);
   };
+  auto sys_fail = [&](const char* call) { return fail(std::string(call) + ": " + std::strerror(errno)); };
   int in[2], out[2];
-  if (::pipe2(in, O_CLOEXEC) != 0) throw fail(std::string("pipe: ") + std::strerror(errno));
+  if (::pipe2(in, O_CLOEXEC) != 0) throw sys_fail("pipe");
   if (::pipe2(out, O_CLOEXEC) != 0) {
+    auto e = sys_fail("pipe");
     ::close(in[0]);
     ::close(in[1]);
-    throw fail(std::string("pipe: ") + std::strerror(errno));
+    throw e;
   }
+  // Only our ends: the filter gets ordinary blocking descriptors.
+  ::fcntl(in[1], F_SETFL, ::fcntl(in[1], F_GETFL) | O_NONBLOCK);
+  ::fcntl(out[0], F_SETFL, ::fcntl(out[0], F_GETFL) | O_NONBLOCK);
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, in[0], 0);
@@ -300,8 +310,17 @@ std::string run_filter(const std::string& where, const std::vector<std::string>&
   std::vector<char*> args;
   for (const auto& s : argv) args.push_back(const_cast<char*>(s.c_str()));
   args.push_back(nullptr);
+  // We ignore SIGPIPE (cmd_swap); the filter gets the default back, as from a shell.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t pipe_only;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  posix_spawnattr_setsigdefault(&attr, &pipe_only);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
   pid_t pid = -1;
-  int rc = ::posix_spawnp(&pid, args[0], &fa, nullptr, args.data(), ::environ);
+  int rc = ::posix_spawnp(&pid, args[0], &fa, &attr, args.data(), ::environ);
+  posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&fa);
   ::close(in[0]);
   ::close(out[1]);
@@ -313,37 +332,52 @@ std::string run_filter(const std::string& where, const std::vector<std::string>&
   std::string output;
   std::size_t written = 0;
   int to_child = in[1];
-  if (input.empty()) {
-    ::close(to_child);
+  auto stop_writing = [&] {
+    if (to_child >= 0) ::close(to_child);
     to_child = -1;
-  }
+  };
+  if (input.empty()) stop_writing();
+  bool too_much = false;
+  std::string poll_error;
   char buf[65536];
   for (;;) {
     pollfd fds[2] = {{out[0], POLLIN, 0}, {to_child, POLLOUT, 0}};
     if (::poll(fds, to_child >= 0 ? 2 : 1, -1) < 0) {
       if (errno == EINTR) continue;
+      poll_error = std::strerror(errno);
       break;
     }
-    if (to_child >= 0 && (fds[1].revents & (POLLOUT | POLLERR | POLLHUP))) {
+    if (to_child >= 0 && fds[1].revents != 0) {
+      // Non-blocking: writes what fits, never waits on a filter that is itself
+      // waiting for us to read its output.
       ssize_t n = ::write(to_child, input.data() + written, input.size() - written);
       if (n > 0) written += static_cast<std::size_t>(n);
-      if (n < 0 && errno != EINTR && errno != EAGAIN) written = input.size();  // EPIPE: it stopped reading
-      if (written == input.size()) {
-        ::close(to_child);
-        to_child = -1;
+      if ((n < 0 && errno != EINTR && errno != EAGAIN) || written == input.size()) stop_writing();  // EPIPE: it stopped reading
+    }
+    if (fds[0].revents != 0) {
+      ssize_t n = ::read(out[0], buf, sizeof buf);
+      if (n > 0) {
+        output.append(buf, static_cast<std::size_t>(n));
+        if (output.size() > cap) {
+          too_much = true;
+          break;
+        }
+      } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+        break;
       }
     }
-    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-      ssize_t n = ::read(out[0], buf, sizeof buf);
-      if (n > 0) output.append(buf, static_cast<std::size_t>(n));
-      else if (n == 0 || errno != EINTR) break;
-    }
   }
-  if (to_child >= 0) ::close(to_child);
+  // Killed before we close its stdout, so it does not get to complain of a broken pipe.
+  if (too_much || !poll_error.empty()) ::kill(pid, SIGKILL);
+  stop_writing();
   ::close(out[0]);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
+  if (too_much)
+    throw fail("printed more than " + std::to_string(cap) + " bytes (" + std::string(cap_reason) +
+               "); filter killed, value unchanged");
+  if (!poll_error.empty()) throw fail("poll: " + poll_error + "; filter killed, value unchanged");
   if (WIFSIGNALED(status)) throw fail("was killed by signal " + std::to_string(WTERMSIG(status)) + "; value unchanged");
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     throw fail("exited with status " + std::to_string(WEXITSTATUS(status)) + "; value unchanged");
@@ -356,14 +390,21 @@ int cmd_swap(const Args& a) {
   std::vector<std::string> filter(a.positional.begin() + 2, a.positional.end());
   ::signal(SIGPIPE, SIG_IGN);  // a filter that ignores stdin must not kill us
   auto segment = shmstate::Segment::open(seg);
+  // An atom stores its value as compact JSON text, so no value the segment
+  // can hold is longer than the segment: that caps the filter's output.
+  const std::size_t cap = segment.info().size;
   auto result = inspect::swap(segment, name, [&](const boost::json::value& current) {
     std::string out = run_filter("segment '" + seg + "', object '" + name + "'", filter,
-                                 inspect::to_text(current) + "\n");
+                                 inspect::to_text(current) + "\n", cap,
+                                 "the segment's size: no longer value fits in it");
     return inspect::parse_json(out, json_arg(seg, name, "output of filter '" + filter[0] + "':", out));
   });
   print_line(inspect::to_text(result));
   return kOk;
 }
+
+// A filter's output for `store update` is capped here, not by a file size.
+constexpr std::size_t kMaxStoreFilterOutput = std::size_t{256} << 20;
 
 // store get FILE | store update FILE -- CMD [ARGS...]
 int cmd_store(const Args& a) {
@@ -383,7 +424,8 @@ int cmd_store(const Args& a) {
   ::signal(SIGPIPE, SIG_IGN);  // a filter that ignores stdin must not kill us
   auto store = shmstate::Store::open(file);
   const auto& result = store.update([&](boost::json::value& v) {
-    std::string out = run_filter(where, filter, inspect::to_text(v) + "\n");
+    std::string out = run_filter(where, filter, inspect::to_text(v) + "\n", kMaxStoreFilterOutput,
+                                 "the most store update takes: a store is read whole into memory");
     v = inspect::parse_json(out, where + ": output of filter '" + filter[0] + "': '" + out + "'");
   });
   print_line(inspect::to_text(result));
