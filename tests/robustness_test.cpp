@@ -17,6 +17,8 @@
 #include <thread>
 #include <vector>
 
+#include <boost/json.hpp>
+
 #include <shmstate/atom.hpp>
 #include <shmstate/atomic.hpp>
 #include <shmstate/segment.hpp>
@@ -413,6 +415,84 @@ TEST_CASE("create's temp names are unpredictable, and a squatted temp name is sk
   CHECK(Segment::exists(t.name()));
   CHECK(shm_files(squatted).size() == 1);  // the squatter's file is not ours to remove
   ::unlink(("/dev/shm/" + squatted).c_str());
+}
+
+TEST_CASE("damaged mutex bytes: writers get Corrupt (never hang or abort), info reports it") {
+  test::TempSegment t("badmutex");
+  Segment seg = Segment::create(t.name(), {.size = 256 * 1024});
+  auto atom = seg.atom("a", boost::json::value(1));
+  auto& h = *seg.impl().header;
+  test::Child gone([] { return 0; });
+  REQUIRE(gone.exit_code_within(10s) == 0);
+  const auto dead_tid = static_cast<std::uint32_t>(gone.pid());  // reaped: no such thread
+  auto* state = reinterpret_cast<std::byte*>(seg.impl().base + seg.find("a")->offset);
+  auto* writer = reinterpret_cast<shmstate::platform::RobustMutex*>(state + 128);  // AtomState::writer
+  std::function<void(Segment&)> write;
+  shmstate::platform::RobustMutex* damaged = nullptr;
+  bool kind_damage = false;
+  int kind = 0;
+  SUBCASE("registry mutex held by a thread that does not exist") {
+    damaged = &h.registry_mutex;
+    write = [](Segment& s) { s.atomic<std::int64_t>("new", 0); };
+  }
+  SUBCASE("block mutex held by a thread that does not exist") {
+    damaged = &h.block_mutex;
+    write = [](Segment& s) { s.open_atom("a").reset(boost::json::value(std::string(5000, 'x'))); };
+  }
+  SUBCASE("atom writer mutex held by a thread that does not exist") {
+    damaged = writer;
+    write = [](Segment& s) { s.open_atom("a").reset(boost::json::value(2)); };
+  }
+  SUBCASE("registry mutex type robust + priority inherit") {
+    damaged = &h.registry_mutex;
+    kind_damage = true;
+    kind = 16 | 32 | 128;
+    write = [](Segment& s) { s.atomic<std::int64_t>("new", 0); };
+  }
+  SUBCASE("registry mutex type 0 (non-robust, private)") {
+    damaged = &h.registry_mutex;
+    kind_damage = true;
+    kind = 0;
+    write = [](Segment& s) { s.atomic<std::int64_t>("new", 0); };
+  }
+  REQUIRE(damaged != nullptr);
+  auto* m = reinterpret_cast<pthread_mutex_t*>(damaged);
+  if (kind_damage)
+    m->__data.__kind = kind;
+  else
+    __atomic_store_n(reinterpret_cast<std::uint32_t*>(&m->__data.__lock), dead_tid, __ATOMIC_RELEASE);
+  CHECK_FALSE(damaged->problem().empty());
+  if (damaged != writer) CHECK_FALSE(seg.info().problem.empty());
+  test::Child writer_child([&] {
+    try {
+      Segment s = Segment::open(t.name());
+      write(s);
+    } catch (const shmstate::Error& e) {
+      return e.code() == shmstate::ErrorCode::Corrupt ? 10 : 20;
+    }
+    return 0;
+  });
+  CHECK(writer_child.exit_code_within(20s) == 10);
+}
+
+TEST_CASE("a live holder that holds the registry mutex for several lock slices is waited for") {
+  test::TempSegment t("slowholder");
+  Segment seg = Segment::create(t.name(), {.size = 64 * 1024});
+  test::SharedMemory mem;
+  auto* held = mem.as<std::atomic<int>>();
+  test::Child holder([&] {
+    Segment s = Segment::open(t.name());
+    s.impl().header->registry_mutex.lock("test");
+    held->store(1);
+    std::this_thread::sleep_for(450ms);
+    s.impl().header->registry_mutex.unlock();
+    return 0;
+  });
+  REQUIRE(test::eventually([&] { return held->load() == 1; }));
+  CHECK(seg.info().problem.empty());
+  seg.atomic<std::int64_t>("after", 1);
+  CHECK(seg.open_atomic<std::int64_t>("after").get() == 1);
+  CHECK(holder.exit_code_within(10s) == 0);
 }
 
 // fork() while another thread holds the process's segment-cache mutex (it is

@@ -22,6 +22,11 @@
 // Untrusted contents. Every reader validates the header and each registry entry
 // before following an offset, and reports a damaged segment as Error(Corrupt)
 // (or LayoutMismatch for another program's file or another layout version).
+// The segment's mutexes (registry, blocks, each atom's writer) are validated
+// before every lock and between 100 ms wait slices: a damaged type field, or a
+// lock word naming a thread that does not exist, is Error(Corrupt) for the
+// writer (never a hang or an abort), and info().problem names the registry or
+// block mutex's damage. A registry name with bytes after its NUL is Corrupt.
 // Known limit: a process that shrinks the file with ftruncate() makes the other
 // processes' accesses fault (SIGBUS); POSIX shared memory cannot be sealed.
 //
@@ -126,7 +131,8 @@ struct SegmentInfo {
   bool same_pid_namespace = true;
   unsigned mode = 0;  // permission bits of the file
   // Empty for a healthy segment. Segment::list() reports a damaged segment or
-  // one of another layout version here instead of failing the whole listing.
+  // one of another layout version here instead of failing the whole listing;
+  // Segment::info() reports a damaged registry or block mutex here.
   std::string problem;
 };
 

@@ -17,6 +17,7 @@
 #include <pthread.h>
 
 #include <chrono>
+#include <string>
 #include <string_view>
 #include <type_traits>
 
@@ -30,13 +31,28 @@ class RobustMutex {
   // REQUIRES: no other process can see this memory yet.
   void init();
 
-  // Blocks. Returns Acquired or OwnerDied (both mean: you hold it).
+  // Every lock call first validates the mutex (see problem()) and throws
+  // Error(Corrupt) naming `what` if it is damaged, instead of handing glibc a
+  // type it aborts on or waiting on a holder that does not exist.
+  //
+  // Blocks, in slices of 100 ms: between slices it re-validates, so a lock
+  // word naming a thread that does not exist (and without the kernel's
+  // OWNER_DIED bit) ends the wait with Corrupt; a live holder that holds for
+  // long is waited for. Returns Acquired or OwnerDied (both mean: you hold it).
   // Throws Error(Corrupt) naming `what` if the mutex is unrecoverable.
+  // Limit: thread ids are checked in the caller's PID namespace.
   LockResult lock(std::string_view what);
   // Returns Acquired, OwnerDied or Busy.
   LockResult try_lock(std::string_view what);
   // Returns Acquired, OwnerDied or TimedOut.
   LockResult lock_until(std::chrono::steady_clock::time_point deadline, std::string_view what);
+
+  // Empty if the mutex looks sound; else what is wrong with it: a type field
+  // other than robust, process-shared, normal; or a holder thread id that does
+  // not exist while the word lacks OWNER_DIED. Reads only (for dump/info).
+  std::string problem() const noexcept;
+  // Throws Error(Corrupt) "<what>: <problem()>" if problem() is not empty.
+  void check(std::string_view what) const;
 
   void mark_consistent() noexcept;
   void unlock() noexcept;

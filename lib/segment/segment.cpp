@@ -427,7 +427,12 @@ SegmentInfo summarize(std::string_view name, const SegmentHeader& h, const Regis
 SegmentInfo SegmentImpl::info() const {
   struct stat st;
   unsigned mode = ::stat(shm_path(name).c_str(), &st) == 0 ? (st.st_mode & 07777) : 0;
-  return summarize(name, *header, entries, capacity, mode);
+  SegmentInfo out = summarize(name, *header, entries, capacity, mode);
+  // A damaged lock word or mutex type would otherwise show only when a writer
+  // next needs the mutex.
+  if (std::string p = header->registry_mutex.problem(); !p.empty()) out.problem = "registry mutex: " + p;
+  else if (std::string q = header->block_mutex.problem(); !q.empty()) out.problem = "block mutex: " + q;
+  return out;
 }
 
 }  // namespace detail
