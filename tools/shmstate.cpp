@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstdint>
@@ -48,6 +49,34 @@ constexpr const char* kExitStatuses =
 std::string kinds_text() {
   std::string s;
   for (auto k : inspect::creatable_kinds()) s += (s.empty() ? "" : ", ") + std::string(shmstate::kind_name(k));
+  return s;
+}
+
+// "--modes" for each kind's option of `new` (they come from the kinds' own
+// descriptors), once each; static, so Command can hold views of them.
+const std::vector<std::string>& kind_option_flags() {
+  static const std::vector<std::string> flags = [] {
+    std::vector<std::string> out;
+    for (auto k : inspect::creatable_kinds())
+      for (const auto& o : inspect::create_options(k))
+        if (std::find(out.begin(), out.end(), "--" + std::string(o.name)) == out.end())
+          out.push_back("--" + std::string(o.name));
+    return out;
+  }();
+  return flags;
+}
+
+// The per-kind options for `new --help` (empty when no kind has any).
+std::string kind_options_text() {
+  std::string s;
+  for (auto k : inspect::creatable_kinds())
+    for (const auto& o : inspect::create_options(k)) {
+      char line[256];
+      std::string head = "--" + std::string(o.name) + " " + std::string(o.value_name);
+      std::snprintf(line, sizeof line, "  %-14s (%s) %s\n", head.c_str(), std::string(shmstate::kind_name(k)).c_str(),
+                    std::string(o.help).c_str());
+      s += line;
+    }
   return s;
 }
 
@@ -116,7 +145,10 @@ void print_command_usage(std::FILE* out, const Command& c) {
   std::fprintf(out, "usage: shmstate %s %s\n\n%s\n", std::string(c.name).c_str(), std::string(c.synopsis).c_str(),
                std::string(c.summary).c_str());
   if (!c.details.empty()) std::fprintf(out, "\n%s", std::string(c.details).c_str());
-  if (c.name == "new") std::fprintf(out, "\nKIND is one of: %s.\n", kinds_text().c_str());
+  if (c.name == "new") {
+    std::fprintf(out, "\nKIND is one of: %s.\n", kinds_text().c_str());
+    if (auto opts = kind_options_text(); !opts.empty()) std::fprintf(out, "Options of some kinds:\n%s", opts.c_str());
+  }
   std::fprintf(out, "\n%s", kExitStatuses);
 }
 
@@ -250,10 +282,19 @@ int cmd_new(const Args& a) {
     if (shmstate::kind_name(k) == kind_text) kind = k;
   if (!kind) throw UsageError{"unknown kind '" + kind_text + "': KIND is one of " + kinds_text(), a.command};
   boost::json::value initial;  // null: the kind's zero value
-  if (auto v = a.option("--init"))
-    initial = inspect::parse_json(*v, json_arg(a.positional[0], a.positional[2], "initial value", *v));
+  inspect::CreateOptions options;   // the kind's own options, without "--"
+  for (const auto& [name, value] : a.options) {
+    if (name == "--init") {
+      initial = inspect::parse_json(value, json_arg(a.positional[0], a.positional[2], "initial value", value));
+      continue;
+    }
+    bool ok = false;
+    for (const auto& o : inspect::create_options(*kind)) ok = ok || "--" + std::string(o.name) == name;
+    if (!ok) throw UsageError{"option " + name + " is not for kind '" + kind_text + "'", a.command};
+    options.emplace_back(name.substr(2), value);
+  }
   auto segment = shmstate::Segment::open(a.positional[0]);
-  inspect::create(segment, *kind, a.positional[2], initial);
+  inspect::create(segment, *kind, a.positional[2], initial, options);
   return kOk;
 }
 
@@ -432,6 +473,14 @@ int cmd_store(const Args& a) {
   return kOk;
 }
 
+// `new` takes --init and every kind's own options (checked against the kind
+// in cmd_new).
+std::vector<std::string_view> new_options() {
+  std::vector<std::string_view> out = {"--init"};
+  for (const auto& f : kind_option_flags()) out.push_back(f);
+  return out;
+}
+
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
       {"list", "[--json]", "list our segments in /dev/shm",
@@ -458,7 +507,7 @@ const std::vector<Command>& commands() {
       {"new", "SEG KIND NAME [--init JSON]", "create an object",
        "  --init JSON   initial value (default: the kind's zero value)\n"
        "Fails if NAME exists, whatever its kind.\n",
-       {}, {"--init"}, 3, cmd_new},
+       {}, new_options(), 3, cmd_new},
       {"get", "SEG NAME", "print an object's value as JSON", "Prints one line of JSON.\n", {}, {}, 2, cmd_get},
       {"set", "SEG NAME JSON", "set an object's value",
        "JSON must fit the kind: true/false for bool, an integer for int64, a number for\n"

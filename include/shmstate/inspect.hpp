@@ -3,14 +3,20 @@
 // The library side of the `shmstate` CLI, usable by any program that wants to
 // look at or poke a segment without knowing its objects' types at compile
 // time. Values in and out are boost::json values: bool for bool, integer for
-// int64, number for double. Each kind added to shmstate adds itself here.
+// int64, number for double. Each kind describes itself once, beside its
+// primitive (lib/primitives/kind.hpp); the functions below dispatch on that
+// table, so an operation a kind lacks is Error(KindMismatch) naming the
+// object, its kind and the kinds that have the operation.
 //
 // The JSON documents' keys are stable and listed in docs/cli.md.
 #pragma once
 
+#include <cstddef>
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <boost/json/value.hpp>
@@ -28,31 +34,57 @@ boost::json::value parse_json(std::string_view text, std::string_view what);
 // "1E-1", "3E0"). Parsing the text gives back the same value, bit for bit.
 std::string to_text(const boost::json::value& value);
 
+// At most `max` bytes of `text` on one line, for quoting values in
+// messages: control characters (newlines included) become spaces, and a
+// longer text is cut (never inside a UTF-8 sequence) and ends in "...".
+// REQUIRES: max >= 3.
+std::string excerpt(std::string_view text, std::size_t max = 60);
+
 // The kinds create() accepts, in Kind order: what `shmstate new` offers.
-// Keep in step with create().
 std::vector<Kind> creatable_kinds();
+
+// An option of `shmstate new SEG KIND NAME` that takes a value, for kinds
+// that need more than an initial value (FifoLock's --modes). The views point
+// at static storage: they stay valid for the life of the program.
+struct CreateOption {
+  std::string_view name;        // without dashes: "modes" is --modes
+  std::string_view value_name;  // "MODES", for the usage text
+  std::string_view help;        // one line
+};
+// (name, value) pairs as given, name without dashes.
+using CreateOptions = std::vector<std::pair<std::string, std::string>>;
+
+// The options create() takes for `kind` (empty for most kinds).
+std::span<const CreateOption> create_options(Kind kind);
 
 // Segment::remove() for the CLI: throws NotFound ("segment 'x': no such
 // segment") instead of returning false; LayoutMismatch for a foreign file.
 void remove(std::string_view segment);
 
-// The current value of any object. Throws NotFound, Corrupt.
+// The current value of an object; for a kind with state but no plain value
+// (a lock), its state as in dump_json. Throws NotFound, Corrupt.
 boost::json::value get(const Segment& segment, std::string_view object);
 
-// Creates `object` of `kind` with `initial` (null: the kind's zero value).
-// Throws AlreadyExists if the name is taken (whatever its kind; a creator
-// racing this call with the same name and kind may go unnoticed),
-// InvalidArgument if `initial` does not fit the kind, SegmentFull.
-void create(Segment& segment, Kind kind, std::string_view object, const boost::json::value& initial);
+// Creates `object` of `kind` with `initial` (null: the kind's zero value)
+// and the kind's `options`. Throws AlreadyExists exactly when this call did
+// not create the object: the name was taken (whatever its kind), also by a
+// creator in another process racing this call. InvalidArgument if `initial`
+// or an option does not fit the kind (an option the kind does not take
+// included), or the kind cannot be created this way; SegmentFull. Nothing
+// is created when it throws.
+void create(Segment& segment, Kind kind, std::string_view object, const boost::json::value& initial,
+            const CreateOptions& options = {});
 
-// Sets the value. Throws NotFound, InvalidArgument (wrong JSON type for the
-// kind: the message names object, kind and the JSON given), KindMismatch for
-// kinds that have no plain value.
+// get, set, swap and add throw NotFound for a missing object and
+// KindMismatch for a kind without that operation.
+
+// Sets the value. Throws InvalidArgument (wrong JSON type for the kind: the
+// message names object, kind and a short prefix of the JSON given).
 void set(const Segment& segment, std::string_view object, const boost::json::value& value);
 
 // Replaces an atom's or reference's value with f(current), retrying with the
 // newer value if another writer won meanwhile (f may run several times).
-// Returns the new value. Throws NotFound, KindMismatch, whatever f throws.
+// Returns the new value. Throws whatever f throws.
 boost::json::value swap(const Segment& segment, std::string_view object,
                         const std::function<boost::json::value(const boost::json::value&)>& f);
 

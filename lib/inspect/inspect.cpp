@@ -11,11 +11,9 @@
 
 #include <boost/json.hpp>
 
-#include <shmstate/atom.hpp>
-#include <shmstate/atomic.hpp>
-
 #include "platform/system_error.hpp"
 #include "primitives/json_storable.hpp"
+#include "primitives/kind.hpp"
 #include "segment/segment_impl.hpp"
 
 namespace shmstate::inspect {
@@ -30,38 +28,6 @@ ObjectInfo require(const Segment& segment, std::string_view object) {
   auto info = segment.find(object);
   if (!info) throw Error(ErrorCode::NotFound, where(segment, object) + ": no such object");
   return *info;
-}
-
-Error wrong_type(const Segment& s, std::string_view object, Kind kind, const json::value& v,
-                 std::string_view expected) {
-  return Error(ErrorCode::InvalidArgument, where(s, object) + ": a " + std::string(kind_name(kind)) +
-                                               " takes " + std::string(expected) + ", not " + json::serialize(v));
-}
-
-bool to_bool(const Segment& s, std::string_view o, Kind k, const json::value& v) {
-  if (!v.is_bool()) throw wrong_type(s, o, k, v, "true or false");
-  return v.get_bool();
-}
-
-std::int64_t to_int64(const Segment& s, std::string_view o, Kind k, const json::value& v) {
-  if (v.is_int64()) return v.get_int64();
-  if (v.is_uint64() && v.get_uint64() <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
-    return static_cast<std::int64_t>(v.get_uint64());
-  throw wrong_type(s, o, k, v, "an integer in [-2^63, 2^63)");
-}
-
-double to_double(const Segment& s, std::string_view o, Kind k, const json::value& v) {
-  if (v.is_double()) return v.get_double();
-  if (v.is_int64()) return static_cast<double>(v.get_int64());
-  if (v.is_uint64()) return static_cast<double>(v.get_uint64());
-  throw wrong_type(s, o, k, v, "a number");
-}
-
-// JSON has no NaN or infinity; show them as strings rather than lie.
-json::value double_json(double d) {
-  if (std::isnan(d)) return "NaN";
-  if (std::isinf(d)) return d > 0 ? "Infinity" : "-Infinity";
-  return d;
 }
 
 std::string iso_utc(std::chrono::system_clock::time_point t) {
@@ -79,36 +45,31 @@ std::string octal_mode(unsigned mode) {
   return buf;
 }
 
+using detail::KindDescriptor;
+using detail::require_operation;
+
+// get: the plain value, else the state document.
 json::value value_of(const Segment& segment, const ObjectInfo& info) {
-  switch (info.kind) {
-    case Kind::Bool: return segment.open_atomic<bool>(info.name).get();
-    case Kind::Int64: return segment.open_atomic<std::int64_t>(info.name).get();
-    case Kind::Double: return double_json(segment.open_atomic<double>(info.name).get());
-    case Kind::Atom: return *segment.open_atom(info.name).deref();
-    case Kind::Reference: return segment.open_atomic_reference(info.name).get();
-    default: return nullptr;  // kinds without a plain value yet
-  }
+  const KindDescriptor* d = detail::find_kind(info.kind);
+  if (d != nullptr && d->value != nullptr) return d->value(segment, info);
+  if (d != nullptr && d->state != nullptr) return d->state(segment, info);
+  return nullptr;  // a kind with neither (a placeholder): nothing to show
 }
 
-// {version, value} of an atom or reference, read together; nullopt for other kinds.
-std::optional<std::pair<std::uint64_t, json::value>> versioned(const Segment& segment, const ObjectInfo& info) {
-  if (info.kind != Kind::Atom && info.kind != Kind::Reference) return std::nullopt;
-  // A reference is an atom underneath (same state, another face); opening it
-  // as an Atom would be a KindMismatch, so read through the matching handle.
-  if (info.kind == Kind::Atom) {
-    auto v = segment.open_atom(info.name).deref_versioned();
-    return std::make_pair(v.version, *v.value);
-  }
-  auto ref = segment.open_atomic_reference(info.name);
-  return ref.get_versioned();
+// dump --json: the keys after name, kind, offset and size.
+json::object state_of(const Segment& segment, const ObjectInfo& info) {
+  const KindDescriptor* d = detail::find_kind(info.kind);
+  if (d != nullptr && d->state != nullptr) return d->state(segment, info);
+  json::object o;
+  o["value"] = value_of(segment, info);
+  return o;
 }
 
-std::string shorten(std::string s, std::size_t max) {
-  if (s.size() > max) {
-    s.resize(max - 3);
-    s += "...";
-  }
-  return s;
+// dump's text column.
+std::string text_of(const Segment& segment, const ObjectInfo& info, std::size_t width) {
+  const KindDescriptor* d = detail::find_kind(info.kind);
+  if (d != nullptr && d->text != nullptr) return d->text(segment, info, width);
+  return excerpt(to_text(value_of(segment, info)), width);
 }
 
 }  // namespace
@@ -177,8 +138,30 @@ std::string to_text(const json::value& value) {
   return out;
 }
 
+std::string excerpt(std::string_view text, std::size_t max) {
+  std::string out(text.substr(0, text.size() > max ? max - 3 : max));
+  if (text.size() > max) {
+    // Back up to the start of a UTF-8 sequence (not a continuation byte).
+    std::size_t end = out.size();
+    while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+    out.resize(end);
+    out += "...";
+  }
+  for (char& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) c = ' ';
+  return out;
+}
+
 std::vector<Kind> creatable_kinds() {
-  return {Kind::Bool, Kind::Int64, Kind::Double, Kind::Atom, Kind::Reference};
+  std::vector<Kind> out;
+  for (const auto* d : detail::kinds())
+    if (d->create != nullptr) out.push_back(d->kind);
+  return out;
+}
+
+std::span<const CreateOption> create_options(Kind kind) {
+  const KindDescriptor* d = detail::find_kind(kind);
+  return d != nullptr ? d->create_options : std::span<const CreateOption>{};
 }
 
 void remove(std::string_view segment) {
@@ -190,73 +173,55 @@ json::value get(const Segment& segment, std::string_view object) {
   return value_of(segment, require(segment, object));
 }
 
-void create(Segment& segment, Kind kind, std::string_view object, const json::value& initial) {
-  if (auto existing = segment.find(object))
-    throw Error(ErrorCode::AlreadyExists, where(segment, object) + ": already exists (a " +
-                                              std::string(kind_name(existing->kind)) + ")");
-  Segment& s = segment;
-  bool zero = initial.is_null();
-  switch (kind) {
-    case Kind::Bool: s.atomic<bool>(object, zero ? false : to_bool(s, object, kind, initial)); return;
-    case Kind::Int64: s.atomic<std::int64_t>(object, zero ? 0 : to_int64(s, object, kind, initial)); return;
-    case Kind::Double: s.atomic<double>(object, zero ? 0.0 : to_double(s, object, kind, initial)); return;
-    case Kind::Atom: s.atom(object, initial); return;
-    case Kind::Reference: s.atomic_reference(object, initial); return;
-    default:
+void create(Segment& segment, Kind kind, std::string_view object, const json::value& initial,
+            const CreateOptions& options) {
+  const KindDescriptor* d = detail::find_kind(kind);
+  if (d == nullptr || d->create == nullptr)
+    throw Error(ErrorCode::InvalidArgument, where(segment, object) + ": " + detail::a_kind(kind) +
+                                                " cannot be created here (new works on " +
+                                                detail::kinds_with(&KindDescriptor::create) + ")");
+  for (const auto& [name, value] : options) {
+    bool known = false;
+    for (const auto& o : d->create_options) known = known || o.name == name;
+    if (!known)
       throw Error(ErrorCode::InvalidArgument,
-                  where(segment, object) + ": kind '" + std::string(kind_name(kind)) + "' cannot be created here yet");
+                  where(segment, object) + ": " + detail::a_kind(kind) + " takes no option --" + name);
   }
+  auto already = [&](Kind existing) {
+    return Error(ErrorCode::AlreadyExists, where(segment, object) + ": already exists (" +
+                                               detail::a_kind(existing) + ")");
+  };
+  // The early check gives the usual case its message without validating
+  // `initial` first; the create call below decides, races included.
+  if (auto existing = segment.find(object)) throw already(existing->kind);
+  bool created = false;
+  try {
+    created = d->create(segment, object, detail::CreateRequest{initial, options});
+  } catch (const Error& e) {
+    // Another process created the name as another kind since the check.
+    if (e.code() != ErrorCode::KindMismatch) throw;
+    auto existing = segment.find(object);
+    throw already(existing ? existing->kind : kind);
+  }
+  if (!created) throw already(kind);  // another process won the race with the same kind
 }
 
 void set(const Segment& segment, std::string_view object, const json::value& value) {
   ObjectInfo info = require(segment, object);
-  switch (info.kind) {
-    case Kind::Bool: segment.open_atomic<bool>(object).set(to_bool(segment, object, info.kind, value)); return;
-    case Kind::Int64:
-      segment.open_atomic<std::int64_t>(object).set(to_int64(segment, object, info.kind, value));
-      return;
-    case Kind::Double:
-      segment.open_atomic<double>(object).set(to_double(segment, object, info.kind, value));
-      return;
-    case Kind::Atom: segment.open_atom(object).reset(value); return;
-    case Kind::Reference: segment.open_atomic_reference(object).set(value); return;
-    default:
-      throw Error(ErrorCode::KindMismatch,
-                  where(segment, object) + " is a " + std::string(kind_name(info.kind)) + ", which has no settable value");
-  }
+  require_operation(segment, info, &KindDescriptor::set, "set", "no value to set").set(segment, info, value);
 }
 
 json::value add(const Segment& segment, std::string_view object, const json::value& delta) {
   ObjectInfo info = require(segment, object);
-  switch (info.kind) {
-    case Kind::Int64:
-      return segment.open_atomic<std::int64_t>(object).add_and_get(to_int64(segment, object, info.kind, delta));
-    case Kind::Double:
-      return double_json(segment.open_atomic<double>(object).add_and_get(to_double(segment, object, info.kind, delta)));
-    default:
-      throw Error(ErrorCode::KindMismatch,
-                  where(segment, object) + " is a " + std::string(kind_name(info.kind)) + ", not an int64 or double");
-  }
+  return require_operation(segment, info, &KindDescriptor::add, "add", "no number to add to")
+      .add(segment, info, delta);
 }
 
 json::value swap(const Segment& segment, std::string_view object,
                  const std::function<json::value(const json::value&)>& f) {
   ObjectInfo info = require(segment, object);
-  switch (info.kind) {
-    case Kind::Atom: return *segment.open_atom(object).swap(f);
-    case Kind::Reference: {
-      // The same retry-on-conflict contract over the reference's CAS.
-      auto ref = segment.open_atomic_reference(object);
-      for (;;) {
-        json::value current = ref.get();
-        json::value next = f(current);
-        if (ref.compare_and_set(current, next)) return next;
-      }
-    }
-    default:
-      throw Error(ErrorCode::KindMismatch,
-                  where(segment, object) + " is a " + std::string(kind_name(info.kind)) + ", not an atom or reference");
-  }
+  return require_operation(segment, info, &KindDescriptor::swap, "swap", "no value to swap")
+      .swap(segment, info, f);
 }
 
 json::value segment_json(const SegmentInfo& info) {
@@ -302,12 +267,7 @@ json::value dump_json(const Segment& segment) {
     o["kind"] = kind_name(info.kind);
     o["offset"] = info.offset;
     o["size"] = info.size;
-    if (auto v = versioned(segment, info)) {
-      o["value"] = std::move(v->second);
-      o["version"] = v->first;
-    } else {
-      o["value"] = value_of(segment, info);
-    }
+    for (auto& [key, value] : state_of(segment, info)) o[key] = std::move(value);
     objects.push_back(std::move(o));
   }
   doc["objects"] = std::move(objects);
@@ -358,10 +318,12 @@ std::string dump_text(const Segment& segment) {
     for (const auto& o : objects) {
       std::snprintf(line, sizeof line, "  %-*s  %-10s  ", static_cast<int>(width), o.name.c_str(),
                     std::string(kind_name(o.kind)).c_str());
-      if (auto v = versioned(segment, o))
-        out << line << "v" << v->first << " " << shorten(to_text(v->second), 80) << "\n";
-      else
-        out << line << shorten(to_text(value_of(segment, o)), 80) << "\n";
+      // Later lines of a kind's text go below, under the VALUE column.
+      std::string text = text_of(segment, o, 80);
+      std::string indent = "\n  " + std::string(width + 14, ' ');
+      for (std::size_t nl = text.find('\n'); nl != std::string::npos; nl = text.find('\n', nl + indent.size()))
+        text.replace(nl, 1, indent);
+      out << line << text << "\n";
     }
   }
   return out.str();

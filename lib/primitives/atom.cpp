@@ -11,10 +11,13 @@
 
 #include <boost/json.hpp>
 
+#include <shmstate/inspect.hpp>
+
 #include "platform/crash_point.hpp"
 #include "platform/system_error.hpp"
 #include "primitives/atom_core.hpp"
 #include "primitives/json_storable.hpp"
+#include "primitives/kind.hpp"
 
 namespace shmstate {
 
@@ -48,11 +51,8 @@ class WriterLock {
   std::optional<platform::RobustLock> lock_;
 };
 
-std::string shortened(const json::value& v) {
-  std::string s = json::serialize(v);
-  if (s.size() > 200) s = s.substr(0, 197) + "...";
-  return s;
-}
+// A value quoted in a message: a short one-line prefix.
+std::string shortened(const json::value& v) { return inspect::excerpt(inspect::to_text(v)); }
 
 // Process-wide map from (segment, offset) to the shared core.
 struct CoreRegistry {
@@ -85,13 +85,17 @@ void init_atom_state(SegmentImpl& segment, std::byte* p, Kind kind, const std::s
   s->current.store(0, std::memory_order_release);
 }
 
+// Opens the atom or reference `name`; with `initial`, creates it if missing
+// (and sets *created, if given, to whether this call created it).
 std::shared_ptr<AtomCore> open_core(SegmentImpl& segment, std::string_view name, Kind kind,
-                                    const json::value* initial, CreateMode mode = CreateMode::OpenOrCreate) {
+                                    const json::value* initial, CreateMode mode = CreateMode::OpenOrCreate,
+                                    bool* created = nullptr) {
   ObjectSlot slot;
   if (initial != nullptr) {
     std::string bytes = encode_storable(*initial, [&] { return segment.where(name); });
     slot = segment.find_or_create(name, kind, sizeof(AtomState), alignof(AtomState),
                                   [&](std::byte* p) { init_atom_state(segment, p, kind, bytes, name); }, mode);
+    if (created != nullptr) *created = slot.created;
   } else {
     slot = segment.find_existing(name, kind);
   }
@@ -524,4 +528,80 @@ AtomicReference Segment::open_atomic_reference(std::string_view name) const {
   return AtomicReference(detail::open_core(*impl_, name, Kind::Reference, nullptr));
 }
 
+// ---- the kind descriptors of atom and reference (kind.hpp) ----
+//
+// A reference is an atom underneath (same state, another face), so both
+// kinds share these operations, each opening the object as its own kind.
+
+namespace detail {
+namespace {
+
+template <Kind K>
+std::shared_ptr<AtomCore> core_of(const Segment& s, std::string_view object) {
+  return open_core(s.impl(), object, K, nullptr);
+}
+
+template <Kind K>
+bool create_atom(Segment& s, std::string_view object, const CreateRequest& r) {
+  bool created = false;
+  open_core(s.impl(), object, K, &r.initial, CreateMode::OpenOrCreate, &created);
+  return created;
+}
+
+template <Kind K>
+json::value atom_value(const Segment& s, const ObjectInfo& o) {
+  return *core_of<K>(s, o.name)->read().value;
+}
+
+// {value, version}, read together.
+template <Kind K>
+json::object atom_state(const Segment& s, const ObjectInfo& o) {
+  auto snap = core_of<K>(s, o.name)->read();
+  json::object out;
+  out["value"] = *snap.value;
+  out["version"] = snap.version;
+  return out;
+}
+
+template <Kind K>
+std::string atom_text(const Segment& s, const ObjectInfo& o, std::size_t width) {
+  auto snap = core_of<K>(s, o.name)->read();
+  return "v" + std::to_string(snap.version) + " " + inspect::excerpt(inspect::to_text(*snap.value), width);
+}
+
+template <Kind K>
+void atom_set(const Segment& s, const ObjectInfo& o, const json::value& v) {
+  core_of<K>(s, o.name)->reset(v);
+}
+
+template <Kind K>
+json::value atom_swap(const Segment& s, const ObjectInfo& o, const SwapFunction& f) {
+  return *core_of<K>(s, o.name)->swap(f).second;
+}
+
+template <Kind K>
+constexpr KindDescriptor atom_descriptor(std::string_view name) {
+  return {.kind = K,
+          .name = name,
+          .create = &create_atom<K>,
+          .value = &atom_value<K>,
+          .state = &atom_state<K>,
+          .text = &atom_text<K>,
+          .set = &atom_set<K>,
+          .swap = &atom_swap<K>};
+}
+
+}  // namespace
+
+const KindDescriptor& atom_kind() {
+  static constexpr KindDescriptor d = atom_descriptor<Kind::Atom>("atom");
+  return d;
+}
+
+const KindDescriptor& reference_kind() {
+  static constexpr KindDescriptor d = atom_descriptor<Kind::Reference>("reference");
+  return d;
+}
+
+}  // namespace detail
 }  // namespace shmstate

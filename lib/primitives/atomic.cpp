@@ -1,10 +1,32 @@
 #include <shmstate/atomic.hpp>
 
+#include <cmath>
+#include <limits>
 #include <new>
 
+#include "primitives/kind.hpp"
 #include "segment/segment_impl.hpp"
 
 namespace shmstate {
+
+namespace detail {
+namespace {
+
+// Finds or creates the Atomic<T> `name`; the slot says whether it created.
+template <AtomicValue T>
+ObjectSlot atomic_slot(SegmentImpl& impl, std::string_view name, T initial,
+                       CreateMode mode = CreateMode::OpenOrCreate) {
+  using State = AtomicState<T>;
+  constexpr Kind kind = kind_of<T>();
+  return impl.find_or_create(name, kind, sizeof(State), alignof(State), [&](std::byte* p) {
+    auto* s = new (p) State;
+    s->header = {static_cast<std::uint32_t>(kind), kAtomicLayoutVersion};
+    s->value.store(initial, std::memory_order_relaxed);
+  }, mode);
+}
+
+}  // namespace
+}  // namespace detail
 
 template <class T>
 bool Atomic<T>::wait_while_equal(T old, std::chrono::nanoseconds timeout) const {
@@ -14,14 +36,8 @@ bool Atomic<T>::wait_while_equal(T old, std::chrono::nanoseconds timeout) const 
 
 template <AtomicValue T>
 Atomic<T> Segment::atomic(std::string_view name, std::type_identity_t<T> initial, CreateMode mode) {
-  using State = detail::AtomicState<T>;
-  constexpr Kind kind = detail::kind_of<T>();
-  auto slot = impl_->find_or_create(name, kind, sizeof(State), alignof(State), [&](std::byte* p) {
-    auto* s = new (p) State;
-    s->header = {static_cast<std::uint32_t>(kind), detail::kAtomicLayoutVersion};
-    s->value.store(initial, std::memory_order_relaxed);
-  }, mode);
-  return Atomic<T>(impl_->state_of<State>(slot, detail::kAtomicLayoutVersion),
+  auto slot = detail::atomic_slot<T>(*impl_, name, initial, mode);
+  return Atomic<T>(impl_->state_of<detail::AtomicState<T>>(slot, detail::kAtomicLayoutVersion),
                    std::make_shared<const detail::ObjectName>(detail::ObjectName{impl_->name, std::string(name)}));
 }
 
@@ -48,4 +64,91 @@ template Atomic<bool> Segment::open_atomic<bool>(std::string_view) const;
 template Atomic<std::int64_t> Segment::open_atomic<std::int64_t>(std::string_view) const;
 template Atomic<double> Segment::open_atomic<double>(std::string_view) const;
 
+// ---- the kind descriptors of bool, int64 and double (kind.hpp) ----
+
+namespace detail {
+namespace {
+
+namespace json = boost::json;
+
+// JSON -> T, or InvalidArgument naming the object.
+template <AtomicValue T>
+T from_json(const Segment& s, std::string_view object, const json::value& v) {
+  constexpr Kind kind = kind_of<T>();
+  if constexpr (std::is_same_v<T, bool>) {
+    if (v.is_bool()) return v.get_bool();
+    throw wrong_json(s, object, kind, v, "true or false");
+  } else if constexpr (std::is_same_v<T, std::int64_t>) {
+    if (v.is_int64()) return v.get_int64();
+    if (v.is_uint64() && v.get_uint64() <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+      return static_cast<std::int64_t>(v.get_uint64());
+    throw wrong_json(s, object, kind, v, "an integer in [-2^63, 2^63)");
+  } else {
+    if (v.is_double()) return v.get_double();
+    if (v.is_int64()) return static_cast<double>(v.get_int64());
+    if (v.is_uint64()) return static_cast<double>(v.get_uint64());
+    throw wrong_json(s, object, kind, v, "a number");
+  }
+}
+
+// T -> JSON. JSON has no NaN or infinity; show them as strings rather than lie.
+template <AtomicValue T>
+json::value to_json(T v) {
+  if constexpr (std::is_same_v<T, double>) {
+    if (std::isnan(v)) return "NaN";
+    if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+  }
+  return v;
+}
+
+template <AtomicValue T>
+bool create(Segment& s, std::string_view object, const CreateRequest& r) {
+  T initial = r.initial.is_null() ? T{} : from_json<T>(s, object, r.initial);
+  return atomic_slot<T>(s.impl(), object, initial).created;
+}
+
+template <AtomicValue T>
+json::value value(const Segment& s, const ObjectInfo& o) {
+  return to_json(s.open_atomic<T>(o.name).get());
+}
+
+template <AtomicValue T>
+void set(const Segment& s, const ObjectInfo& o, const json::value& v) {
+  s.open_atomic<T>(o.name).set(from_json<T>(s, o.name, v));
+}
+
+template <AtomicValue T>
+json::value add(const Segment& s, const ObjectInfo& o, const json::value& delta) {
+  return to_json(s.open_atomic<T>(o.name).add_and_get(from_json<T>(s, o.name, delta)));
+}
+
+}  // namespace
+
+const KindDescriptor& bool_kind() {
+  static constexpr KindDescriptor d{
+      .kind = Kind::Bool, .name = "bool", .create = &create<bool>, .value = &value<bool>, .set = &set<bool>};
+  return d;
+}
+
+const KindDescriptor& int64_kind() {
+  static constexpr KindDescriptor d{.kind = Kind::Int64,
+                                    .name = "int64",
+                                    .create = &create<std::int64_t>,
+                                    .value = &value<std::int64_t>,
+                                    .set = &set<std::int64_t>,
+                                    .add = &add<std::int64_t>};
+  return d;
+}
+
+const KindDescriptor& double_kind() {
+  static constexpr KindDescriptor d{.kind = Kind::Double,
+                                    .name = "double",
+                                    .create = &create<double>,
+                                    .value = &value<double>,
+                                    .set = &set<double>,
+                                    .add = &add<double>};
+  return d;
+}
+
+}  // namespace detail
 }  // namespace shmstate

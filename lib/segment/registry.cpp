@@ -5,34 +5,17 @@
 
 #include "platform/crash_point.hpp"
 #include "platform/system_error.hpp"
+#include "primitives/kind.hpp"
 #include "segment/segment_impl.hpp"
 
 namespace shmstate {
 
 namespace {
-constexpr std::pair<Kind, std::string_view> kKindNames[] = {
-    {Kind::Bool, "bool"},         {Kind::Int64, "int64"},         {Kind::Double, "double"},
-    {Kind::Atom, "atom"},         {Kind::Reference, "reference"}, {Kind::FifoLock, "fifo_lock"},
-    {Kind::Monitor, "monitor"},   {Kind::Signal, "signal"},
-};
-
 bool is_name_char(char c, bool allow_colon) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
          c == '-' || c == '.' || (allow_colon && c == ':');
 }
 }  // namespace
-
-std::string_view kind_name(Kind kind) noexcept {
-  for (auto& [k, n] : kKindNames)
-    if (k == kind) return n;
-  return "unknown";
-}
-
-std::optional<Kind> parse_kind(std::string_view name) noexcept {
-  for (auto& [k, n] : kKindNames)
-    if (n == name) return k;
-  return std::nullopt;
-}
 
 std::string_view process_state_name(ProcessState state) noexcept {
   switch (state) {
@@ -122,8 +105,8 @@ std::vector<ObjectInfo> SegmentImpl::objects() const {
 
 namespace {
 Error kind_mismatch(const SegmentImpl& s, const ObjectInfo& info, Kind wanted) {
-  return Error(ErrorCode::KindMismatch, s.where(info.name) + " is a " + std::string(kind_name(info.kind)) +
-                                            ", not a " + std::string(kind_name(wanted)));
+  return Error(ErrorCode::KindMismatch,
+               s.where(info.name) + " is " + a_kind(info.kind) + ", not " + a_kind(wanted));
 }
 void clear_entry(RegistryEntry& e) noexcept {
   e.kind = 0;
