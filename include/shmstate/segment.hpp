@@ -53,6 +53,9 @@ template <class T>
 class Atomic;
 class Atom;
 class AtomicReference;
+class FifoLock;
+class LockModes;
+class Monitor;
 }  // namespace shmstate
 
 namespace boost::json {
@@ -199,6 +202,21 @@ class Segment {
   AtomicReference atomic_reference(std::string_view name, const boost::json::value& initial,
                                    CreateMode mode = CreateMode::OpenOrCreate);
   AtomicReference open_atomic_reference(std::string_view name) const;
+
+  // The FifoLock named `name` (<shmstate/fifo_lock.hpp>), created with the
+  // mode table `modes` and `slots` holder-or-waiter slots (1..4096) if it does
+  // not exist. An existing lock must have been created with an equal table:
+  // else KindMismatch naming both tables (`slots` is then ignored).
+  // Throws KindMismatch, SegmentFull, InvalidArgument.
+  FifoLock fifo_lock(std::string_view name, const LockModes& modes, std::uint32_t slots = 64);
+  // The existing FifoLock named `name`, with its stored table. Throws
+  // NotFound, KindMismatch, Corrupt.
+  FifoLock open_fifo_lock(std::string_view name) const;
+
+  // The Monitor named `name` (<shmstate/monitor.hpp>), created with room for
+  // `waiters` concurrent waiters (1..4096) if it does not exist.
+  Monitor monitor(std::string_view name, std::uint32_t waiters = 64);
+  Monitor open_monitor(std::string_view name) const;
 
   // For the library's own primitives; not a stable API.
   detail::SegmentImpl& impl() const noexcept { return *impl_; }

@@ -1,0 +1,248 @@
+// shmstate/fifo_lock.hpp: a strictly first-in-first-out lock with modes as
+// data, shared by processes (fifolock's FifoLock, across processes).
+//
+// A FifoLock has a table of modes, fixed when it is created and stored in the
+// segment so that every process agrees on it: per mode a name, the modes it
+// conflicts with, and a capacity (how many holders of that mode at once; 0 =
+// no limit). Presets: LockModes::exclusive() (one mode "exclusive"),
+// LockModes::read_write() ("read", "write"), LockModes::semaphore(n) ("permit",
+// capacity n). Users build their own tables (tests build the database
+// intention locks IS/IX/S/SIX/X).
+//
+// What a request meets (mode m asked by thread T):
+//
+//   state of the lock                          | acquire(m)          | try_acquire(m)
+//   -------------------------------------------+---------------------+----------------
+//   no waiter queued, m compatible with every  | granted at once     | granted
+//     holder and below m's capacity            |                     |
+//   some waiter queued (even a compatible one) | queued at the tail  | nullopt
+//   a holder conflicts, or m is at capacity    | queued at the tail  | nullopt
+//   T itself holds a mode conflicting with m   | Error(InvalidArgument) (not reentrant; no deadlock)
+//   T holds a mode and m would queue behind a  | Error(InvalidArgument) (it would wait on itself)
+//     waiter that conflicts with T's hold, or  |                     |
+//     m is at capacity with only T's holds     |                     |
+//   every slot in use (holders + waiters)      | Error(SegmentFull) naming the lock
+//
+// Fairness, exactly. Requests are granted strictly in the order they were
+// queued: a request is granted only when it is compatible with the current
+// holders and no earlier request still waits; consecutive compatible requests
+// at the head are granted together (R, R behind a W all go when the W leaves).
+// No request ever overtakes an earlier one ("barging"), so a stream of readers
+// cannot starve a writer, and a reader queued behind a writer waits for that
+// writer even while other readers hold the lock. What is NOT promised: the
+// order of two requests made at the same time by different threads or
+// processes (whichever takes the internal mutex first is first); and that a
+// granted waiter runs promptly (that is up to the scheduler). The price is
+// convoys: a slow head blocks everything behind it.
+//
+// Leaving the queue. A request ended by its timeout, its deadline or its
+// std::stop_token leaves the queue, and the queue is rescanned at once: the
+// requests behind it that are now at the head and compatible are granted
+// immediately (fifolock left them blocked until the next release). A request
+// stopped by its stop_token never returns a hold: if it had just been granted
+// when it noticed the stop, it gives the hold back (and the queue moves on). A
+// request whose deadline passes just as it is granted returns the hold.
+//
+// Release hands over to exactly the requests it grants: each waiter sleeps on
+// its own futex word in its slot, and release wakes only those words (no
+// thundering herd).
+//
+// Death. Holds and queued requests belong to (pid, process start time), so a
+// recycled pid is never mistaken for the old process, and an unreaped zombie
+// counts as dead. A process killed while it holds the lock or while it waits
+// (SIGKILL at any instant, also inside the library's own critical sections,
+// which a robust mutex guards) loses its holds and queue slots: the other
+// processes reclaim them themselves, within about one wait slice (100 ms, and
+// well under 1 s) while anyone waits, and at the next request that has to
+// queue behind a hold older than a slice. The queue then moves on, and the
+// next grant of a mode that conflicts with a dead holder's mode says
+// Guard::previous_holder_died() (like EOWNERDEAD for a mutex: the protected
+// data may need repair). There is no daemon.
+//
+// Fencing tokens. Every grant gets Guard::token(), strictly increasing per lock
+// across all processes, for as long as the segment exists (a process dying
+// after taking a token only leaves a gap). Pass it to the protected resource so
+// it can refuse a stale holder (one that was paused, declared dead and replaced).
+//
+// Memory ordering. Everything a holder wrote before its Guard released is
+// visible to every later holder once its acquire returns: grants and releases
+// happen under the lock's robust mutex, and a waiter that learns of its grant
+// from its futex word reads the word with acquire, paired with the granter's
+// release store made after it wrote the grant (token, died flag) into the slot.
+//
+// Thread safety. Handles are cheap to copy (one shared_ptr); every member
+// function may be called from any thread. A Guard belongs to the thread that
+// acquired it as far as reentrancy checks go, but may be released from any
+// thread of the same process.
+//
+// Waits that end on a signal (issue 9, `till=`) will be one more way to end
+// the same wait as the deadline and the stop token do; the wait loop is
+// written for it (one place decides "stop waiting").
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <shmstate/segment.hpp>
+
+namespace boost::json {
+class value;
+}
+
+namespace shmstate {
+
+namespace detail {
+struct FifoLockHandle;
+}
+
+// One row of a mode table.
+struct LockMode {
+  std::string name;                    // 1..31 characters from [A-Za-z0-9_.-]
+  std::vector<std::string> conflicts;  // names of the modes this one cannot be held with
+  std::uint32_t capacity = 0;          // holders of this mode at once; 0 = unlimited
+
+  bool operator==(const LockMode&) const = default;
+};
+
+// A validated mode table: 1..16 modes, unique names, conflicts that name known
+// modes and are symmetric (a conflicts with b exactly when b conflicts with a).
+// Anything else is Error(InvalidArgument) naming the problem.
+class LockModes {
+ public:
+  static constexpr std::size_t kMaxModes = 16;
+  static constexpr std::size_t kMaxNameLength = 31;
+
+  explicit LockModes(std::vector<LockMode> modes);
+
+  static LockModes exclusive();                 // "exclusive", conflicts with itself
+  static LockModes read_write();                // "read" (conflicts write), "write" (conflicts both)
+  static LockModes semaphore(std::uint32_t n);  // "permit", no conflicts, capacity n (>= 1)
+
+  // {"modes":[{"name":"read","conflicts":["write"],"capacity":0}, ...]}, or
+  // the bare array. from_json throws InvalidArgument for anything else.
+  boost::json::value to_json() const;
+  static LockModes from_json(const boost::json::value& json);
+
+  // "read(conflicts: write), write(conflicts: read write)"; capacities as
+  // "permit(capacity 2)". Used in error messages and dump.
+  std::string to_string() const;
+
+  const std::vector<LockMode>& modes() const noexcept { return modes_; }
+  std::size_t size() const noexcept { return modes_.size(); }
+  std::optional<std::size_t> index_of(std::string_view name) const noexcept;
+  bool operator==(const LockModes&) const = default;
+
+ private:
+  std::vector<LockMode> modes_;
+};
+
+class FifoLock {
+ public:
+  // A mode of this lock, resolved once (lock.mode("write")).
+  class Mode {
+   public:
+    std::size_t index() const noexcept { return index_; }
+
+   private:
+    friend class FifoLock;
+    explicit Mode(std::size_t index) : index_(index) {}
+    std::size_t index_;
+  };
+
+  // Selects a mode by name or by handle.
+  class ModeSelector {
+   public:
+    ModeSelector(Mode mode) : index_(mode.index()) {}  // NOLINT: implicit on purpose
+    ModeSelector(std::string_view name) : name_(name) {}  // NOLINT
+    ModeSelector(const char* name) : name_(name) {}  // NOLINT
+    ModeSelector(const std::string& name) : name_(name) {}  // NOLINT
+
+   private:
+    friend class FifoLock;
+    std::optional<std::size_t> index_;
+    std::string_view name_;
+  };
+
+  // One hold. Movable; releases once (on destruction or release()), from any
+  // thread of the holding process. If the process dies instead, the other
+  // processes reclaim the hold (see Death above).
+  class Guard {
+   public:
+    Guard(Guard&& other) noexcept;
+    Guard& operator=(Guard&& other) noexcept;
+    Guard(const Guard&) = delete;
+    Guard& operator=(const Guard&) = delete;
+    ~Guard();
+
+    // Gives the hold back and grants the requests now at the head of the
+    // queue. Does nothing if already released. Throws Corrupt if the slot no
+    // longer holds this hold (another process overwrote it); the destructor
+    // swallows that.
+    void release();
+
+    bool held() const noexcept { return handle_ != nullptr; }
+    explicit operator bool() const noexcept { return held(); }
+    std::uint64_t token() const noexcept { return token_; }
+    bool previous_holder_died() const noexcept { return died_; }
+    const std::string& mode() const;  // its name
+
+   private:
+    friend class FifoLock;
+    Guard(std::shared_ptr<detail::FifoLockHandle> handle, std::uint32_t slot, std::uint32_t mode,
+          std::uint64_t token, bool died) noexcept
+        : handle_(std::move(handle)), slot_(slot), mode_(mode), token_(token), died_(died) {}
+
+    std::shared_ptr<detail::FifoLockHandle> handle_;
+    std::uint32_t slot_ = 0;
+    std::uint32_t mode_ = 0;
+    std::uint64_t token_ = 0;
+    bool died_ = false;
+  };
+
+  // The mode named `name`. Throws InvalidArgument naming the lock's modes.
+  Mode mode(std::string_view name) const;
+  const LockModes& modes() const noexcept;
+
+  // Blocks until granted. The stop_token overloads return nullopt when a stop
+  // is requested (from any thread) before the grant; the request has then
+  // left the queue. Throws InvalidArgument (unknown mode; a conflicting
+  // re-request from the holding thread), SegmentFull (all slots in use),
+  // Corrupt (damaged state; nothing is granted then).
+  Guard acquire(ModeSelector mode);
+  std::optional<Guard> acquire(ModeSelector mode, std::stop_token stop);
+  std::optional<Guard> try_acquire(ModeSelector mode);
+  std::optional<Guard> acquire_for(ModeSelector mode, std::chrono::nanoseconds timeout,
+                                   std::stop_token stop = {});
+  std::optional<Guard> acquire_until(ModeSelector mode, std::chrono::steady_clock::time_point deadline,
+                                     std::stop_token stop = {});
+
+  // The same for a lock with exactly one mode (else InvalidArgument).
+  Guard acquire();
+  std::optional<Guard> acquire(std::stop_token stop);
+  std::optional<Guard> try_acquire();
+  std::optional<Guard> acquire_for(std::chrono::nanoseconds timeout, std::stop_token stop = {});
+  std::optional<Guard> acquire_until(std::chrono::steady_clock::time_point deadline, std::stop_token stop = {});
+
+  // Slots for holders and waiters together, fixed at creation.
+  std::uint32_t capacity() const noexcept;
+  const std::string& name() const noexcept;
+  const std::string& segment_name() const noexcept;
+
+ private:
+  friend class Segment;
+  explicit FifoLock(std::shared_ptr<detail::FifoLockHandle> handle) : h_(std::move(handle)) {}
+  std::size_t resolve(const ModeSelector& mode) const;
+  std::size_t only_mode() const;
+  std::optional<Guard> acquire_impl(std::size_t mode, std::chrono::steady_clock::time_point deadline,
+                                    const std::stop_token* stop, bool try_only);
+
+  std::shared_ptr<detail::FifoLockHandle> h_;
+};
+
+}  // namespace shmstate

@@ -1,0 +1,705 @@
+#include "primitives/fifo_lock.hpp"
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include <boost/json.hpp>
+
+#include <shmstate/detail/event_count.hpp>
+#include <shmstate/error.hpp>
+
+#include "platform/crash_point.hpp"
+#include "platform/futex.hpp"
+#include "segment/segment_impl.hpp"
+
+namespace shmstate {
+
+using detail::FifoLockHandle;
+using detail::FifoLockSlot;
+using detail::FifoLockState;
+using std::chrono::steady_clock;
+
+// ---------------------------------------------------------------- LockModes
+
+namespace {
+
+bool valid_mode_name(std::string_view n) {
+  if (n.empty() || n.size() > LockModes::kMaxNameLength) return false;
+  return std::all_of(n.begin(), n.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+           c == '-';
+  });
+}
+
+[[noreturn]] void bad_modes(const std::string& what) {
+  throw Error(ErrorCode::InvalidArgument, "lock mode table: " + what);
+}
+
+}  // namespace
+
+LockModes::LockModes(std::vector<LockMode> modes) : modes_(std::move(modes)) {
+  if (modes_.empty() || modes_.size() > kMaxModes)
+    bad_modes("needs 1.." + std::to_string(kMaxModes) + " modes, got " + std::to_string(modes_.size()));
+  for (std::size_t i = 0; i < modes_.size(); ++i) {
+    if (!valid_mode_name(modes_[i].name))
+      bad_modes("mode name '" + modes_[i].name + "' is not 1..31 characters from [A-Za-z0-9_.-]");
+    for (std::size_t j = 0; j < i; ++j)
+      if (modes_[j].name == modes_[i].name) bad_modes("mode '" + modes_[i].name + "' appears twice");
+  }
+  // Conflicts: known names, symmetric; stored in table order without repeats
+  // so that equal tables compare equal however they were written.
+  std::vector<std::uint32_t> mask(modes_.size(), 0);
+  for (std::size_t i = 0; i < modes_.size(); ++i)
+    for (const auto& c : modes_[i].conflicts) {
+      auto j = index_of(c);
+      if (!j) bad_modes("mode '" + modes_[i].name + "' conflicts with unknown mode '" + c + "'");
+      mask[i] |= 1u << *j;
+    }
+  for (std::size_t i = 0; i < modes_.size(); ++i)
+    for (std::size_t j = 0; j < modes_.size(); ++j)
+      if (((mask[i] >> j) & 1u) != ((mask[j] >> i) & 1u))
+        bad_modes("conflicts must be symmetric: '" + modes_[i].name + "' and '" + modes_[j].name +
+                  "' are listed as conflicting on one side only");
+  for (std::size_t i = 0; i < modes_.size(); ++i) {
+    modes_[i].conflicts.clear();
+    for (std::size_t j = 0; j < modes_.size(); ++j)
+      if ((mask[i] >> j) & 1u) modes_[i].conflicts.push_back(modes_[j].name);
+  }
+}
+
+LockModes LockModes::exclusive() { return LockModes({{"exclusive", {"exclusive"}, 0}}); }
+
+LockModes LockModes::read_write() {
+  return LockModes({{"read", {"write"}, 0}, {"write", {"read", "write"}, 0}});
+}
+
+LockModes LockModes::semaphore(std::uint32_t n) {
+  if (n == 0) bad_modes("a semaphore needs at least 1 permit");
+  return LockModes({{"permit", {}, n}});
+}
+
+std::optional<std::size_t> LockModes::index_of(std::string_view name) const noexcept {
+  for (std::size_t i = 0; i < modes_.size(); ++i)
+    if (modes_[i].name == name) return i;
+  return std::nullopt;
+}
+
+std::string LockModes::to_string() const {
+  std::string out;
+  for (const auto& m : modes_) {
+    if (!out.empty()) out += ", ";
+    out += m.name + "(";
+    std::string inner;
+    if (!m.conflicts.empty()) {
+      inner += "conflicts:";
+      for (const auto& c : m.conflicts) inner += " " + c;
+    }
+    if (m.capacity != 0) inner += std::string(inner.empty() ? "" : "; ") + "capacity " + std::to_string(m.capacity);
+    out += (inner.empty() ? "no conflicts" : inner) + ")";
+  }
+  return out;
+}
+
+boost::json::value LockModes::to_json() const {
+  boost::json::array rows;
+  for (const auto& m : modes_) {
+    boost::json::array conflicts;
+    for (const auto& c : m.conflicts) conflicts.emplace_back(c);
+    rows.push_back(boost::json::object{{"name", m.name}, {"conflicts", conflicts}, {"capacity", m.capacity}});
+  }
+  return boost::json::object{{"modes", rows}};
+}
+
+LockModes LockModes::from_json(const boost::json::value& json) {
+  const boost::json::array* rows = json.if_array();
+  if (const auto* obj = json.if_object()) {
+    const auto* m = obj->if_contains("modes");
+    rows = m ? m->if_array() : nullptr;
+  }
+  if (rows == nullptr) bad_modes("expected {\"modes\": [...]} or an array of modes");
+  std::vector<LockMode> modes;
+  for (const auto& row : *rows) {
+    const auto* o = row.if_object();
+    if (o == nullptr) bad_modes("each mode must be an object {\"name\", \"conflicts\", \"capacity\"}");
+    LockMode m;
+    for (const auto& [key, value] : *o) {
+      if (key == "name" && value.is_string()) {
+        m.name = std::string(value.get_string());
+      } else if (key == "conflicts" && value.is_array()) {
+        for (const auto& c : value.get_array()) {
+          if (!c.is_string()) bad_modes("conflicts must be mode names");
+          m.conflicts.emplace_back(c.get_string());
+        }
+      } else if (key == "capacity" && (value.is_uint64() || value.is_int64())) {
+        auto n = value.is_uint64() ? value.get_uint64() : static_cast<std::uint64_t>(value.get_int64());
+        if (value.is_int64() && value.get_int64() < 0) bad_modes("capacity must be 0..2^32-1");
+        if (n > UINT32_MAX) bad_modes("capacity must be 0..2^32-1");
+        m.capacity = static_cast<std::uint32_t>(n);
+      } else {
+        bad_modes("unexpected field '" + std::string(key) + "' (or wrong type) in a mode");
+      }
+    }
+    if (m.name.empty()) bad_modes("a mode has no name");
+    modes.push_back(std::move(m));
+  }
+  return LockModes(std::move(modes));
+}
+
+// ---------------------------------------------------------------- helpers
+
+namespace detail {
+
+namespace {
+std::atomic<unsigned> g_fork_generation{0};
+[[maybe_unused]] const int g_atfork_registered =
+    ::pthread_atfork(nullptr, nullptr, [] { g_fork_generation.fetch_add(1, std::memory_order_relaxed); });
+}  // namespace
+
+std::int32_t current_tid() noexcept {
+  // gettid() is a syscall; a forked child's thread has a new tid, hence the
+  // fork generation check.
+  thread_local unsigned generation = ~0u;
+  thread_local std::int32_t tid = 0;
+  unsigned g = g_fork_generation.load(std::memory_order_relaxed);
+  if (generation != g) {
+    tid = static_cast<std::int32_t>(::gettid());
+    generation = g;
+  }
+  return tid;
+}
+
+std::int64_t steady_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+LockModes stored_modes(const FifoLockState& s, const std::string& where) {
+  if (s.mode_count == 0 || s.mode_count > LockModes::kMaxModes)
+    throw Error(ErrorCode::Corrupt, where + ": corrupt fifo lock: mode count " + std::to_string(s.mode_count));
+  std::vector<LockMode> modes;
+  for (std::uint32_t i = 0; i < s.mode_count; ++i) {
+    const auto& row = s.modes[i];
+    const void* nul = std::memchr(row.name, '\0', sizeof row.name);
+    if (nul == nullptr)
+      throw Error(ErrorCode::Corrupt, where + ": corrupt fifo lock: mode " + std::to_string(i) + " name has no NUL");
+    LockMode m;
+    m.name = std::string(row.name);
+    m.capacity = row.capacity;
+    if (row.conflicts >> s.mode_count)
+      throw Error(ErrorCode::Corrupt, where + ": corrupt fifo lock: mode " + std::to_string(i) +
+                                          " conflicts with modes beyond the table");
+    modes.push_back(std::move(m));
+  }
+  for (std::uint32_t i = 0; i < s.mode_count; ++i)
+    for (std::uint32_t j = 0; j < s.mode_count; ++j)
+      if ((s.modes[i].conflicts >> j) & 1u) modes[i].conflicts.push_back(modes[j].name);
+  try {
+    return LockModes(std::move(modes));
+  } catch (const Error& e) {
+    throw Error(ErrorCode::Corrupt, where + ": corrupt fifo lock: stored " + e.what());
+  }
+}
+
+}  // namespace detail
+
+namespace {
+
+bool same_process(const platform::ProcessIdentity& a, const platform::ProcessIdentity& b) noexcept {
+  return a.pid == b.pid && a.start_time == b.start_time;
+}
+
+// The lock's critical sections. Everything here runs with the robust mutex
+// held; `wake` collects the slots granted, woken after the mutex is released
+// (a wake on a slot that was reused meanwhile is a harmless spurious wake-up).
+class Locked {
+ public:
+  explicit Locked(FifoLockHandle& h)
+      : h_(h), s_(*h.s), slots_(detail::fifo_slots(h.s)),
+        lock_(s_.mutex, h.where(), [this]() noexcept { recompute(); }) {
+    if (lock_.owner_died()) {
+      // A process died inside a critical section: the derived counts were
+      // recomputed; now drop whatever the dead left and move the queue on.
+      reclaim(0);
+      grant_head();
+    }
+  }
+  Locked(const Locked&) = delete;
+  Locked& operator=(const Locked&) = delete;
+
+  FifoLockState& s() noexcept { return s_; }
+  FifoLockSlot& slot(std::uint32_t i) noexcept { return slots_[i]; }
+  std::vector<std::uint32_t>& wake() noexcept { return wake_; }
+
+  // Validates slot i's words (untrusted: any process may have written them).
+  std::uint32_t state_of(std::uint32_t i) const {
+    std::uint32_t st = slots_[i].state.load(std::memory_order_relaxed);
+    if (st > detail::kSlotHeld) corrupt("slot " + std::to_string(i) + " has state " + std::to_string(st));
+    if (st != detail::kSlotFree && slots_[i].mode >= h_.modes.size())
+      corrupt("slot " + std::to_string(i) + " has mode " + std::to_string(slots_[i].mode));
+    return st;
+  }
+
+  std::uint32_t held_mask() const noexcept {
+    std::uint32_t mask = 0;
+    for (std::size_t m = 0; m < h_.modes.size(); ++m)
+      if (s_.held[m] != 0) mask |= 1u << m;
+    return mask;
+  }
+
+  bool compatible(std::size_t m) const noexcept {
+    if (h_.conflicts[m] & held_mask()) return false;
+    return h_.capacity[m] == 0 || s_.held[m] < h_.capacity[m];
+  }
+
+  std::optional<std::uint32_t> free_slot() const {
+    for (std::uint32_t i = 0; i < s_.slot_count; ++i)
+      if (state_of(i) == detail::kSlotFree) return i;
+    return std::nullopt;
+  }
+
+  // Turns slot i (Waiting, or freshly filled) into a hold.
+  void grant(std::uint32_t i, bool was_waiting) noexcept {
+    auto& sl = slots_[i];
+    std::uint32_t m = sl.mode;
+    // A capacity-limited mode is told about a dead holder of its own mode too.
+    std::uint32_t told = h_.conflicts[m] | (h_.capacity[m] != 0 ? 1u << m : 0u);
+    sl.died = (s_.died_modes & told) != 0 ? 1 : 0;
+    s_.died_modes &= ~told;
+    sl.token = ++s_.next_token;
+    sl.since_ns = detail::steady_ns();
+    sl.state.store(detail::kSlotHeld, std::memory_order_relaxed);
+    ++s_.held[m];
+    if (was_waiting) {
+      --s_.waiting;
+      // Release: the waiter reads token and died after seeing this word.
+      sl.word.store(detail::kWordGranted, std::memory_order_release);
+      wake_.push_back(i);
+    }
+  }
+
+  // Grants from the head of the queue while the head is compatible.
+  void grant_head() {
+    while (s_.waiting != 0) {
+      std::optional<std::uint32_t> head;
+      for (std::uint32_t i = 0; i < s_.slot_count; ++i)
+        if (state_of(i) == detail::kSlotWaiting && (!head || slots_[i].ticket < slots_[*head].ticket)) head = i;
+      if (!head) {
+        s_.waiting = 0;  // the count was stale (only after a repair of damage)
+        return;
+      }
+      if (!compatible(slots_[*head].mode)) return;
+      grant(*head, true);
+    }
+  }
+
+  // Frees slot i, a hold or a queued request.
+  void free(std::uint32_t i) noexcept {
+    auto& sl = slots_[i];
+    std::uint32_t st = sl.state.load(std::memory_order_relaxed);
+    if (st == detail::kSlotHeld && s_.held[sl.mode] > 0) --s_.held[sl.mode];
+    if (st == detail::kSlotWaiting && s_.waiting > 0) --s_.waiting;
+    sl.state.store(detail::kSlotFree, std::memory_order_relaxed);
+  }
+
+  // Frees the slots of dead processes whose slot is older than min_age_ns
+  // (0: all). A dead holder marks its mode in died_modes first, so a crash
+  // between the two steps still tells the next holder. Returns true if any
+  // slot was freed. Costs one /proc read per distinct other process.
+  bool reclaim(std::int64_t min_age_ns) {
+    auto self = platform::self_identity();
+    std::int64_t now = detail::steady_ns();
+    struct Seen {
+      platform::ProcessIdentity id;
+      bool dead;
+    };
+    std::vector<Seen> seen;
+    bool freed = false;
+    for (std::uint32_t i = 0; i < s_.slot_count; ++i) {
+      std::uint32_t st = state_of(i);
+      if (st == detail::kSlotFree) continue;
+      auto& sl = slots_[i];
+      if (same_process(sl.owner, self)) continue;
+      if (min_age_ns != 0 && now - sl.since_ns < min_age_ns) continue;
+      bool dead = false;
+      auto it = std::find_if(seen.begin(), seen.end(), [&](const Seen& x) { return same_process(x.id, sl.owner); });
+      if (it != seen.end()) {
+        dead = it->dead;
+      } else {
+        dead = platform::liveness(sl.owner) == platform::Liveness::Dead;
+        seen.push_back({sl.owner, dead});
+      }
+      if (!dead) continue;
+      if (st == detail::kSlotHeld) s_.died_modes |= 1u << sl.mode;
+      free(i);
+      freed = true;
+      SHMSTATE_CRASH_POINT("fifo_lock.reclaim.after_free");
+    }
+    return freed;
+  }
+
+  [[noreturn]] void corrupt(const std::string& what) const {
+    throw Error(ErrorCode::Corrupt, h_.where() + ": corrupt fifo lock: " + what);
+  }
+
+ private:
+  // Repair after a death inside the mutex: recompute the derived counts from
+  // the slots (each slot's state is one word, so it is never torn).
+  void recompute() noexcept {
+    std::uint32_t waiting = 0;
+    std::uint32_t held[16] = {};
+    for (std::uint32_t i = 0; i < s_.slot_count; ++i) {
+      std::uint32_t st = slots_[i].state.load(std::memory_order_relaxed);
+      if (slots_[i].mode >= h_.modes.size()) continue;  // reported as Corrupt by the next scan
+      if (st == detail::kSlotWaiting) ++waiting;
+      if (st == detail::kSlotHeld) ++held[slots_[i].mode];
+    }
+    s_.waiting = waiting;
+    std::memcpy(s_.held, held, sizeof held);
+  }
+
+  FifoLockHandle& h_;
+  FifoLockState& s_;
+  FifoLockSlot* slots_;
+  std::vector<std::uint32_t> wake_;
+  platform::RobustLock lock_;
+};
+
+void wake_all(const FifoLockHandle& h, const std::vector<std::uint32_t>& slots) noexcept {
+  for (auto i : slots) platform::futex_wake(detail::fifo_slots(h.s)[i].word, 1);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- FifoLock
+
+FifoLock::Mode FifoLock::mode(std::string_view name) const {
+  auto i = h_->modes.index_of(name);
+  if (!i)
+    throw Error(ErrorCode::InvalidArgument,
+                h_->where() + ": the lock has no mode '" + std::string(name) + "' (modes: " + h_->modes.to_string() + ")");
+  return Mode(*i);
+}
+
+const LockModes& FifoLock::modes() const noexcept { return h_->modes; }
+std::uint32_t FifoLock::capacity() const noexcept { return h_->s->slot_count; }
+const std::string& FifoLock::name() const noexcept { return h_->object; }
+const std::string& FifoLock::segment_name() const noexcept { return h_->segment; }
+
+std::size_t FifoLock::resolve(const ModeSelector& m) const {
+  if (m.index_) {
+    if (*m.index_ >= h_->modes.size())
+      throw Error(ErrorCode::InvalidArgument, h_->where() + ": mode handle from another lock");
+    return *m.index_;
+  }
+  return mode(m.name_).index();
+}
+
+std::size_t FifoLock::only_mode() const {
+  if (h_->modes.size() != 1)
+    throw Error(ErrorCode::InvalidArgument, h_->where() + ": the lock has " + std::to_string(h_->modes.size()) +
+                                                " modes; name one (" + h_->modes.to_string() + ")");
+  return 0;
+}
+
+FifoLock::Guard FifoLock::acquire(ModeSelector mode) {
+  return std::move(*acquire_impl(resolve(mode), steady_clock::time_point::max(), nullptr, false));
+}
+std::optional<FifoLock::Guard> FifoLock::acquire(ModeSelector mode, std::stop_token stop) {
+  return acquire_impl(resolve(mode), steady_clock::time_point::max(), &stop, false);
+}
+std::optional<FifoLock::Guard> FifoLock::try_acquire(ModeSelector mode) {
+  return acquire_impl(resolve(mode), steady_clock::time_point::min(), nullptr, true);
+}
+std::optional<FifoLock::Guard> FifoLock::acquire_for(ModeSelector mode, std::chrono::nanoseconds timeout,
+                                                     std::stop_token stop) {
+  return acquire_impl(resolve(mode), detail::deadline_after(timeout), &stop, false);
+}
+std::optional<FifoLock::Guard> FifoLock::acquire_until(ModeSelector mode, steady_clock::time_point deadline,
+                                                       std::stop_token stop) {
+  return acquire_impl(resolve(mode), deadline, &stop, false);
+}
+FifoLock::Guard FifoLock::acquire() { return acquire(Mode(only_mode())); }
+std::optional<FifoLock::Guard> FifoLock::acquire(std::stop_token stop) {
+  return acquire(Mode(only_mode()), std::move(stop));
+}
+std::optional<FifoLock::Guard> FifoLock::try_acquire() { return try_acquire(Mode(only_mode())); }
+std::optional<FifoLock::Guard> FifoLock::acquire_for(std::chrono::nanoseconds timeout, std::stop_token stop) {
+  return acquire_for(Mode(only_mode()), timeout, std::move(stop));
+}
+std::optional<FifoLock::Guard> FifoLock::acquire_until(steady_clock::time_point deadline, std::stop_token stop) {
+  return acquire_until(Mode(only_mode()), deadline, std::move(stop));
+}
+
+std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_clock::time_point deadline,
+                                                      const std::stop_token* stop, bool try_only) {
+  auto& h = *h_;
+  auto self = platform::self_identity();
+  std::int32_t tid = detail::current_tid();
+  const std::string& mode_name = h.modes.modes()[m].name;
+  std::uint32_t index = 0;
+  std::vector<std::uint32_t> wake;
+  {
+    Locked L(h);
+    auto& s = L.s();
+    auto finish = [&] { wake.swap(L.wake()); };
+
+    // Reentrancy: this thread's own holds.
+    std::uint32_t own = 0;  // mask of modes this thread holds
+    if (L.held_mask() != 0)
+      for (std::uint32_t i = 0; i < s.slot_count; ++i)
+        if (L.state_of(i) == detail::kSlotHeld && L.slot(i).tid == tid && same_process(L.slot(i).owner, self))
+          own |= 1u << L.slot(i).mode;
+    for (std::size_t j = 0; j < h.modes.size(); ++j)
+      if (((own >> j) & 1u) && ((h.conflicts[m] >> j) & 1u))
+        throw Error(ErrorCode::InvalidArgument, h.where() + ": this thread holds '" + h.modes.modes()[j].name +
+                                                    "' and asks for conflicting '" + mode_name +
+                                                    "': FifoLock is not reentrant (this would deadlock)");
+
+    auto fill = [&](std::uint32_t i) {
+      auto& sl = L.slot(i);
+      sl.word.store(detail::kWordWaiting, std::memory_order_relaxed);
+      sl.mode = static_cast<std::uint32_t>(m);
+      sl.tid = tid;
+      sl.owner = self;
+      sl.token = 0;
+      sl.died = 0;
+      sl.since_ns = detail::steady_ns();
+    };
+    auto take_slot = [&]() -> std::uint32_t {
+      auto i = L.free_slot();
+      if (!i && L.reclaim(0)) i = L.free_slot();  // the dead may be hogging slots
+      if (!i)
+        throw Error(ErrorCode::SegmentFull, h.where() + ": fifo lock has all " + std::to_string(s.slot_count) +
+                                                " holder/waiter slots in use");
+      return *i;
+    };
+    auto grant_now = [&]() -> std::optional<Guard> {
+      std::uint32_t i = take_slot();
+      fill(i);
+      L.grant(i, false);
+      SHMSTATE_CRASH_POINT("fifo_lock.acquire.after_grant");
+      finish();
+      return Guard(h_, i, static_cast<std::uint32_t>(m), L.slot(i).token, L.slot(i).died != 0);
+    };
+
+    if (s.waiting == 0 && L.compatible(m)) {
+      auto g = grant_now();
+      wake_all(h, wake);
+      return g;
+    }
+    if (!try_only) {
+      // About to queue: holders that have held for over a slice may be dead.
+      if (L.reclaim(std::chrono::duration_cast<std::chrono::nanoseconds>(detail::kWaitSlice).count())) {
+        L.grant_head();
+        if (s.waiting == 0 && L.compatible(m)) {
+          auto g = grant_now();
+          wake_all(h, wake);
+          return g;
+        }
+      }
+    }
+    if (own != 0) {
+      // A non-conflicting re-request that cannot be granted now would wait on
+      // this thread's own hold if a request ahead conflicts with that hold, or
+      // if the mode is at capacity with this thread's holds only.
+      bool ahead_conflicts = false;
+      for (std::uint32_t i = 0; i < s.slot_count; ++i)
+        if (L.state_of(i) == detail::kSlotWaiting && (h.conflicts[L.slot(i).mode] & own)) ahead_conflicts = true;
+      std::uint32_t own_of_m = 0;
+      for (std::uint32_t i = 0; i < s.slot_count; ++i)
+        if (L.state_of(i) == detail::kSlotHeld && L.slot(i).mode == m && L.slot(i).tid == tid &&
+            same_process(L.slot(i).owner, self))
+          ++own_of_m;
+      bool at_own_capacity = h.capacity[m] != 0 && s.held[m] >= h.capacity[m] && own_of_m == s.held[m];
+      if (ahead_conflicts || at_own_capacity)
+        throw Error(ErrorCode::InvalidArgument, h.where() + ": this thread holds the lock and its request for '" +
+                                                    mode_name + "' would wait on its own hold (not reentrant)");
+    }
+    if (try_only) {
+      finish();
+      wake_all(h, wake);
+      return std::nullopt;
+    }
+    index = take_slot();
+    fill(index);
+    L.slot(index).ticket = ++s.next_ticket;
+    L.slot(index).state.store(detail::kSlotWaiting, std::memory_order_relaxed);
+    ++s.waiting;
+    SHMSTATE_CRASH_POINT("fifo_lock.acquire.after_enqueue");
+    finish();
+  }
+  wake_all(h, wake);
+  wake.clear();
+
+  FifoLockSlot& sl = detail::fifo_slots(h.s)[index];
+  auto granted = [&]() { return Guard(h_, index, static_cast<std::uint32_t>(m), sl.token, sl.died != 0); };
+
+  // The stop callback runs in the requesting thread; it only pokes this
+  // slot's word so that the sleeping waiter re-checks. It is destroyed before
+  // the slot can be given away.
+  std::optional<std::stop_callback<std::function<void()>>> on_stop;
+  if (stop != nullptr && stop->stop_possible())
+    on_stop.emplace(*stop, std::function<void()>([&sl] {
+                      std::uint32_t expected = detail::kWordWaiting;
+                      sl.word.compare_exchange_strong(expected, detail::kWordPoked);
+                      platform::futex_wake(sl.word, 1);
+                    }));
+
+  for (;;) {
+    std::uint32_t w = sl.word.load(std::memory_order_acquire);
+    bool stopped = stop != nullptr && stop->stop_requested();
+    if (!stopped && w == detail::kWordGranted) return granted();
+    auto now = steady_clock::now();
+    if (stopped || now >= deadline) {
+      on_stop.reset();
+      std::optional<Guard> result;
+      {
+        Locked L(h);
+        std::uint32_t st = L.state_of(index);
+        if (st == detail::kSlotFree || !same_process(sl.owner, self))
+          L.corrupt("this process's queued request in slot " + std::to_string(index) + " was taken away");
+        if (st == detail::kSlotHeld && !stopped) {
+          result = granted();  // granted just as the deadline passed: keep it
+        } else {
+          L.free(index);  // a stopped request never keeps a grant
+          L.grant_head();
+        }
+        wake.swap(L.wake());
+      }
+      wake_all(h, wake);
+      return result;
+    }
+    auto slice = std::min<steady_clock::duration>(deadline - now, detail::kWaitSlice);
+    if (platform::futex_wait(sl.word, w, slice) == platform::FutexResult::TimedOut &&
+        sl.word.load(std::memory_order_acquire) != detail::kWordGranted) {
+      // A slice without news: check that the holders and the waiters ahead
+      // are alive, and move the queue on if they are not.
+      {
+        Locked L(h);
+        if (L.reclaim(0)) L.grant_head();
+        wake.swap(L.wake());
+      }
+      wake_all(h, wake);
+      wake.clear();
+    }
+  }
+}
+
+// ---------------------------------------------------------------- Guard
+
+FifoLock::Guard::Guard(Guard&& o) noexcept
+    : handle_(std::move(o.handle_)), slot_(o.slot_), mode_(o.mode_), token_(o.token_), died_(o.died_) {
+  o.handle_ = nullptr;
+}
+
+FifoLock::Guard& FifoLock::Guard::operator=(Guard&& o) noexcept {
+  if (this != &o) {
+    try {
+      release();
+    } catch (...) {
+    }
+    handle_ = std::move(o.handle_);
+    o.handle_ = nullptr;
+    slot_ = o.slot_;
+    mode_ = o.mode_;
+    token_ = o.token_;
+    died_ = o.died_;
+  }
+  return *this;
+}
+
+FifoLock::Guard::~Guard() {
+  try {
+    release();
+  } catch (...) {
+    // Corrupt: the hold is not ours any more; nothing to give back.
+  }
+}
+
+const std::string& FifoLock::Guard::mode() const {
+  if (!handle_) throw Error(ErrorCode::InvalidArgument, "FifoLock::Guard::mode: released guard");
+  return handle_->modes.modes()[mode_].name;
+}
+
+void FifoLock::Guard::release() {
+  if (!handle_) return;
+  auto h = std::move(handle_);
+  handle_ = nullptr;
+  std::vector<std::uint32_t> wake;
+  {
+    Locked L(*h);
+    auto& sl = L.slot(slot_);
+    if (L.state_of(slot_) != detail::kSlotHeld || sl.token != token_ ||
+        !same_process(sl.owner, platform::self_identity()))
+      L.corrupt("the hold with token " + std::to_string(token_) + " in slot " + std::to_string(slot_) +
+                " is no longer there");
+    L.free(slot_);
+    SHMSTATE_CRASH_POINT("fifo_lock.release.after_free");
+    L.grant_head();
+    SHMSTATE_CRASH_POINT("fifo_lock.release.after_grant");
+    wake.swap(L.wake());
+  }
+  wake_all(*h, wake);
+}
+
+// ---------------------------------------------------------------- Segment
+
+namespace {
+
+std::shared_ptr<FifoLockHandle> make_handle(detail::SegmentImpl& impl, const detail::ObjectSlot& slot,
+                                            std::string_view name) {
+  auto* s = impl.state_of<FifoLockState>(slot, detail::kFifoLockLayoutVersion);
+  std::string where = impl.where(name);
+  if (s->slot_count == 0 || s->slot_count > detail::kFifoLockMaxSlots ||
+      slot.info.size < detail::fifo_lock_bytes(s->slot_count))
+    throw Error(ErrorCode::Corrupt, where + ": corrupt fifo lock: slot count " + std::to_string(s->slot_count) +
+                                        " does not fit its " + std::to_string(slot.info.size) + " bytes");
+  auto h = std::make_shared<FifoLockHandle>(
+      FifoLockHandle{s, impl.name, std::string(name), detail::stored_modes(*s, where), {}, {}});
+  for (std::uint32_t i = 0; i < s->mode_count; ++i) {
+    h->conflicts[i] = s->modes[i].conflicts;
+    h->capacity[i] = s->modes[i].capacity;
+  }
+  return h;
+}
+
+}  // namespace
+
+FifoLock Segment::fifo_lock(std::string_view name, const LockModes& modes, std::uint32_t slots) {
+  if (slots == 0 || slots > detail::kFifoLockMaxSlots)
+    throw Error(ErrorCode::InvalidArgument, impl_->where(name) + ": fifo lock slots must be 1.." +
+                                                std::to_string(detail::kFifoLockMaxSlots));
+  auto slot = impl_->find_or_create(
+      name, Kind::FifoLock, detail::fifo_lock_bytes(slots), alignof(FifoLockState), [&](std::byte* p) {
+        auto* s = new (p) FifoLockState;
+        s->header = {static_cast<std::uint32_t>(Kind::FifoLock), detail::kFifoLockLayoutVersion};
+        s->mode_count = static_cast<std::uint32_t>(modes.size());
+        s->slot_count = slots;
+        s->mutex.init();
+        for (std::size_t i = 0; i < modes.size(); ++i) {
+          const auto& m = modes.modes()[i];
+          std::memcpy(s->modes[i].name, m.name.data(), m.name.size());
+          for (const auto& c : m.conflicts) s->modes[i].conflicts |= 1u << *modes.index_of(c);
+          s->modes[i].capacity = m.capacity;
+        }
+        auto* sl = detail::fifo_slots(s);
+        for (std::uint32_t i = 0; i < slots; ++i) new (&sl[i]) FifoLockSlot{};
+      });
+  auto h = make_handle(*impl_, slot, name);
+  if (!(h->modes == modes))
+    throw Error(ErrorCode::KindMismatch, impl_->where(name) + ": fifo lock exists with modes [" +
+                                             h->modes.to_string() + "], not the requested [" + modes.to_string() + "]");
+  return FifoLock(std::move(h));
+}
+
+FifoLock Segment::open_fifo_lock(std::string_view name) const {
+  auto slot = impl_->find_existing(name, Kind::FifoLock);
+  return FifoLock(make_handle(*impl_, slot, name));
+}
+
+}  // namespace shmstate

@@ -1,0 +1,109 @@
+// The shared state of a FifoLock (layout version 1) and the process-local
+// handle. See include/shmstate/fifo_lock.hpp for the contract.
+//
+// Layout: FifoLockState (1216 bytes) followed by slot_count FifoLockSlots of
+// 64 bytes each. One slot per request: a queued request is a Waiting slot, a
+// grant turns the same slot into Held (so a grant is one state change of one
+// slot, and a waiter learns of it from its own futex word without moving).
+//
+// Invariants, under `mutex` (the only writer of everything but `word`):
+//   - slot.state is Free, Waiting or Held; a Waiting or Held slot's mode <
+//     mode_count and its owner is the requesting process.
+//   - Waiting slots are queued in `ticket` order (tickets are unique, from
+//     next_ticket); Held slots carry the `token` of their grant.
+//   - held[m] = number of Held slots of mode m; waiting = number of Waiting
+//     slots. These are derived and recomputed by the repair that runs when a
+//     process died inside the mutex.
+//   - died_modes: bit d set when a holder of mode d was reclaimed dead and no
+//     grant of a mode conflicting with d has happened since.
+//   - word: 0 while waiting, 1 once granted (stored with release after the
+//     grant's fields), 2 when the waiter's own stop callback poked it.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include <shmstate/detail/object_header.hpp>
+#include <shmstate/fifo_lock.hpp>
+
+#include "platform/process.hpp"
+#include "platform/robust_mutex.hpp"
+
+namespace shmstate::detail {
+
+inline constexpr std::uint32_t kFifoLockLayoutVersion = 1;
+inline constexpr std::uint32_t kFifoLockMaxSlots = 4096;
+
+enum FifoSlotState : std::uint32_t { kSlotFree = 0, kSlotWaiting = 1, kSlotHeld = 2 };
+enum FifoWord : std::uint32_t { kWordWaiting = 0, kWordGranted = 1, kWordPoked = 2 };
+
+struct FifoLockModeRow {
+  char name[32];             // NUL-terminated, NUL-padded
+  std::uint32_t conflicts;   // bit j: conflicts with mode j
+  std::uint32_t capacity;    // 0 = unlimited
+  std::uint8_t reserved[24];
+};
+static_assert(sizeof(FifoLockModeRow) == 64);
+
+struct alignas(64) FifoLockSlot {
+  std::atomic<std::uint32_t> word;   // 0  futex word of this slot's waiter
+  std::atomic<std::uint32_t> state;  // 4  FifoSlotState (atomic: dump reads it without the mutex)
+  std::uint32_t mode;                // 8
+  std::int32_t tid;                  // 12 requesting thread (reentrancy checks)
+  platform::ProcessIdentity owner;   // 16
+  std::uint64_t ticket;              // 32 queue order
+  std::uint64_t token;               // 40 fencing token of the grant
+  std::int64_t since_ns;             // 48 steady clock: queued at, then granted at
+  std::uint32_t died;                // 56 grant follows a dead conflicting holder
+  std::uint32_t reserved;            // 60
+};
+static_assert(sizeof(FifoLockSlot) == 64);
+static_assert(offsetof(FifoLockSlot, owner) == 16);
+
+struct alignas(64) FifoLockState {
+  ObjectHeader header;           // 0
+  std::uint32_t mode_count;      // 8
+  std::uint32_t slot_count;      // 12
+  std::uint64_t next_token;      // 16 last token issued
+  std::uint64_t next_ticket;     // 24 last ticket issued
+  std::uint32_t waiting;         // 32 derived
+  std::uint32_t died_modes;      // 36
+  std::uint8_t reserved0[24];    // 40
+  std::uint32_t held[16];        // 64 derived, per mode
+  platform::RobustMutex mutex;   // 128
+  FifoLockModeRow modes[16];     // 192
+};
+static_assert(sizeof(FifoLockState) == 192 + 16 * 64);
+static_assert(offsetof(FifoLockState, mutex) == 128);
+static_assert(LockModes::kMaxModes == 16);
+
+inline FifoLockSlot* fifo_slots(FifoLockState* s) noexcept {
+  return reinterpret_cast<FifoLockSlot*>(reinterpret_cast<std::byte*>(s) + sizeof(FifoLockState));
+}
+inline std::uint64_t fifo_lock_bytes(std::uint32_t slots) noexcept {
+  return sizeof(FifoLockState) + std::uint64_t{slots} * sizeof(FifoLockSlot);
+}
+
+struct FifoLockHandle {
+  FifoLockState* s;
+  std::string segment;
+  std::string object;
+  LockModes modes;
+  std::uint32_t conflicts[16];  // process-local copy of the validated table
+  std::uint32_t capacity[16];
+
+  std::string where() const { return "segment '" + segment + "', object '" + object + "'"; }
+};
+
+// Reads the stored table (validating it); throws Corrupt naming the lock.
+LockModes stored_modes(const FifoLockState& s, const std::string& where);
+
+// The calling thread's kernel thread id (cached per thread, re-read after fork).
+std::int32_t current_tid() noexcept;
+
+// Steady-clock nanoseconds (CLOCK_MONOTONIC: the same clock in every process).
+std::int64_t steady_ns() noexcept;
+
+}  // namespace shmstate::detail

@@ -1,0 +1,340 @@
+// FifoLock across real processes: fifolock's suite translated, FIFO order of N
+// processes, SIGKILL of holders, waiters and zombies, crash points, wake-ups.
+#include <doctest/doctest.h>
+
+#include <signal.h>
+
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include <shmstate/fifo_lock.hpp>
+#include <shmstate/segment.hpp>
+#include <shmstate/testing.hpp>
+
+#include "support/fifo_lock_helpers.hpp"
+#include "support/proc.hpp"
+
+using namespace std::chrono_literals;
+using shmstate::LockModes;
+using shmstate::Segment;
+using B = std::vector<bool>;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+struct Fixture {
+  test::TempSegment t{"flmp"};
+  Segment seg = Segment::create(t.name());
+  Fixture(const LockModes& modes) { seg.fifo_lock("l", modes); }
+  test::Holders holders{t.name(), "l"};
+};
+}  // namespace
+
+TEST_CASE("fifolock: mutex blocks mutex; one lock object reused") {
+  Fixture f(LockModes::exclusive());
+  f.holders.start(0, "exclusive");
+  f.holders.start(1, "exclusive");
+  CHECK(f.holders.acquired(2) == B{true, false});
+  f.holders.complete(0);
+  CHECK(f.holders.acquired(2) == B{true, true});
+  f.holders.complete(1);
+}
+
+TEST_CASE("fifolock: independent locks do not block each other") {
+  test::TempSegment t("flmp");
+  auto seg = Segment::create(t.name());
+  seg.fifo_lock("a", LockModes::exclusive());
+  seg.fifo_lock("b", LockModes::exclusive());
+  test::Holders a(t.name(), "a"), b(t.name(), "b");
+  a.start(0, "exclusive");
+  b.start(0, "exclusive");
+  CHECK(a.acquired(1) == B{true});
+  CHECK(b.acquired(1) == B{true});
+  a.complete(0);
+  b.complete(0);
+}
+
+TEST_CASE("fifolock: an exception in the body releases the lock") {
+  Fixture f(LockModes::exclusive());
+  auto lock = f.seg.open_fifo_lock("l");
+  bool caught = false;
+  try {
+    auto g = lock.acquire();
+    throw std::runtime_error("boom");
+  } catch (const std::runtime_error&) {
+    caught = true;
+  }
+  CHECK(caught);
+  f.holders.start(0, "exclusive");
+  CHECK(f.holders.acquired(1) == B{true});
+  f.holders.complete(0);
+}
+
+TEST_CASE("fifolock: cancel while queued grants the waiter behind at once (unlike the seed)") {
+  Fixture f(LockModes::read_write());
+  f.holders.start(0, "read");
+  // A writer in this process queues, then is stopped; the reader behind it
+  // (compatible with the held read) must be granted without any release.
+  auto lock = f.seg.open_fifo_lock("l");
+  std::stop_source src;
+  std::optional<shmstate::FifoLock::Guard> w;
+  std::thread writer([&] { w = lock.acquire("write", src.get_token()); });
+  REQUIRE(test::eventually([&] { return test::queued(f.seg, "l") == 1; }));
+  f.holders.start(1, "read");
+  CHECK(f.holders.acquired(2) == B{true, false});
+  src.request_stop();
+  writer.join();
+  CHECK_FALSE(w.has_value());
+  CHECK(f.holders.acquired(2) == B{true, true});
+  f.holders.complete(0);
+  f.holders.complete(1);
+}
+
+TEST_CASE("fifolock: cancel while holding (a killed holder) lets the next in") {
+  Fixture f(LockModes::exclusive());
+  f.holders.start(0, "exclusive");
+  f.holders.start(1, "exclusive");
+  f.holders.start(2, "exclusive");
+  f.holders.complete(0);
+  CHECK(f.holders.acquired(3) == B{true, true, false});
+  f.holders.child(1).kill();
+  f.holders.child(1).wait();
+  REQUIRE(test::eventually([&] { return f.holders.board().acquired[2].load() == 1; }, 2s));
+  CHECK(f.holders.board().died[2] == 1);
+  f.holders.complete(2);
+}
+
+TEST_CASE("fifolock: W blocks W, W blocks R, R allows R, R blocks W") {
+  {
+    Fixture f(LockModes::read_write());
+    f.holders.start(0, "write");
+    f.holders.start(1, "write");
+    CHECK(f.holders.acquired(2) == B{true, false});
+    f.holders.complete(0);
+    CHECK(f.holders.acquired(2) == B{true, true});
+    f.holders.complete(1);
+  }
+  {
+    Fixture f(LockModes::read_write());
+    f.holders.start(0, "write");
+    f.holders.start(1, "read");
+    CHECK(f.holders.acquired(2) == B{true, false});
+    f.holders.complete(0);
+    CHECK(f.holders.acquired(2) == B{true, true});
+    f.holders.complete(1);
+  }
+  {
+    Fixture f(LockModes::read_write());
+    f.holders.start(0, "read");
+    f.holders.start(1, "read");
+    CHECK(f.holders.acquired(2) == B{true, true});
+    f.holders.complete(0);
+    f.holders.complete(1);
+  }
+  {
+    Fixture f(LockModes::read_write());
+    f.holders.start(0, "read");
+    f.holders.start(1, "write");
+    CHECK(f.holders.acquired(2) == B{true, false});
+    f.holders.complete(0);
+    CHECK(f.holders.acquired(2) == B{true, true});
+    f.holders.complete(1);
+  }
+}
+
+TEST_CASE("fifolock: reads released out of order still block W; W,R,W keep order") {
+  {
+    Fixture f(LockModes::read_write());
+    f.holders.start(0, "read");
+    f.holders.start(1, "read");
+    f.holders.start(2, "write");
+    CHECK(f.holders.acquired(3) == B{true, true, false});
+    f.holders.complete(1);
+    CHECK(f.holders.acquired(3) == B{true, true, false});
+    f.holders.complete(0);
+    CHECK(f.holders.acquired(3) == B{true, true, true});
+    f.holders.complete(2);
+  }
+  {
+    Fixture f(LockModes::read_write());
+    f.holders.start(0, "write");
+    f.holders.start(1, "read");
+    f.holders.start(2, "write");
+    CHECK(f.holders.acquired(3) == B{true, false, false});
+    f.holders.complete(0);
+    CHECK(f.holders.acquired(3) == B{true, true, false});
+    f.holders.complete(1);
+    CHECK(f.holders.acquired(3) == B{true, true, true});
+    f.holders.complete(2);
+  }
+}
+
+TEST_CASE("fifolock: semaphore(2) in and out of order") {
+  for (int first : {0, 1}) {
+    Fixture f(LockModes::semaphore(2));
+    f.holders.start(0, "permit");
+    f.holders.start(1, "permit");
+    f.holders.start(2, "permit");
+    CHECK(f.holders.acquired(3) == B{true, true, false});
+    f.holders.complete(first);
+    CHECK(f.holders.acquired(3) == B{true, true, true});
+    f.holders.complete(1 - first);
+    f.holders.complete(2);
+  }
+}
+
+TEST_CASE("8 processes queued in a known order are granted in exactly that order, tokens increasing") {
+  Fixture f(LockModes::exclusive());
+  auto lock = f.seg.open_fifo_lock("l");
+  auto g = lock.acquire();
+  constexpr int kN = 8;
+  for (int i = 0; i < kN; ++i) f.holders.start(i, "exclusive");
+  CHECK(test::queued(f.seg, "l") == kN);
+  auto& b = f.holders.board();
+  for (int i = 0; i < kN; ++i) b.release[i] = 1;  // each releases as soon as it holds
+  g.release();
+  for (int i = 0; i < kN; ++i) CHECK(f.holders.child(i).exit_code_within(10s) == 0);
+  REQUIRE(b.next.load() == kN);
+  for (int k = 0; k < kN; ++k) CHECK(b.order[k].load() == k);
+  for (int k = 1; k < kN; ++k) CHECK(b.token[k].load() > b.token[k - 1].load());
+  CHECK(b.token[0].load() > g.token());
+}
+
+TEST_CASE("SIGKILL of a queued waiter: the compatible request behind it is granted within 1 s") {
+  Fixture f(LockModes::read_write());
+  f.holders.start(0, "read");
+  f.holders.start(1, "write");
+  f.holders.start(2, "read");
+  CHECK(f.holders.acquired(3) == B{true, false, false});
+  f.holders.child(1).kill();
+  f.holders.child(1).wait();
+  auto start = Clock::now();
+  REQUIRE(test::eventually([&] { return f.holders.board().acquired[2].load() == 1; }, 3s));
+  CHECK(Clock::now() - start < 1s);
+  CHECK(test::queued(f.seg, "l") == 0);
+  CHECK(f.holders.board().died[2] == 0);  // a dead waiter is not a dead holder
+  f.holders.complete(0);
+  f.holders.complete(2);
+}
+
+TEST_CASE("SIGKILL of a holder left an unreaped zombie: the waiter is granted within 1 s and told") {
+  Fixture f(LockModes::exclusive());
+  f.holders.start(0, "exclusive");
+  f.holders.start(1, "exclusive");
+  f.holders.child(0).kill();  // not reaped: stays a zombie while we check
+  auto start = Clock::now();
+  REQUIRE(test::eventually([&] { return f.holders.board().acquired[1].load() == 1; }, 3s));
+  CHECK(Clock::now() - start < 1s);
+  CHECK(f.holders.board().died[1] == 1);
+  f.holders.complete(1);
+  // The next grant is not told again.
+  auto g = f.seg.open_fifo_lock("l").acquire();
+  CHECK_FALSE(g.previous_holder_died());
+}
+
+TEST_CASE("a dead holder found by a later request (nobody waiting at the time)") {
+  Fixture f(LockModes::exclusive());
+  f.holders.start(0, "exclusive");
+  f.holders.child(0).kill();
+  f.holders.child(0).wait();
+  auto g = f.seg.open_fifo_lock("l").acquire_for(3s);
+  REQUIRE(g.has_value());
+  CHECK(g->previous_holder_died());
+}
+
+TEST_CASE("a release wakes a waiter in another process well inside one wait slice") {
+  Fixture f(LockModes::exclusive());
+  auto lock = f.seg.open_fifo_lock("l");
+  test::SharedMemory mem;
+  auto* got_ns = mem.as<std::atomic<std::int64_t>>();
+  std::int64_t best = INT64_MAX;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    got_ns->store(0);
+    auto g = lock.acquire();
+    test::Child waiter([&] {
+      auto l = Segment::open(f.t.name()).open_fifo_lock("l");
+      auto h = l.acquire();
+      got_ns->store(shmstate::detail::steady_ns());
+      return 0;
+    });
+    REQUIRE(test::eventually([&] { return test::queued(f.seg, "l") == 1; }));
+    std::int64_t released = shmstate::detail::steady_ns();  // just after the waiter began its slice
+    g.release();
+    REQUIRE(waiter.exit_code_within(5s) == 0);
+    best = std::min(best, got_ns->load() - released);
+  }
+  CHECK(best < 30'000'000);  // 30 ms; a missing FUTEX_WAKE costs ~100 ms (one slice)
+}
+
+namespace {
+// Runs `body` in a child with crash point `point` armed; it must die there.
+template <class Body>
+void crash_at(const char* point, Body body) {
+  test::Child c([&] {
+    shmstate::testing::arm_crash_point(point);
+    body();
+    return 0;
+  });
+  REQUIRE(c.exit_code_within(10s) == shmstate::testing::kCrashExitCode);
+}
+}  // namespace
+
+TEST_CASE("crash points inside acquire, release and reclaim: survivors go on") {
+  if (!shmstate::testing::crash_points_compiled()) return;
+  auto name = [](const Fixture& f) { return f.t.name(); };
+  SUBCASE("acquire.after_grant: the next acquire is told the holder died") {
+    Fixture f(LockModes::exclusive());
+    crash_at("fifo_lock.acquire.after_grant", [&] { Segment::open(name(f)).open_fifo_lock("l").acquire(); });
+    auto g = f.seg.open_fifo_lock("l").acquire_for(3s);
+    REQUIRE(g.has_value());
+    CHECK(g->previous_holder_died());
+  }
+  SUBCASE("acquire.after_enqueue: the dead request leaves the queue") {
+    Fixture f(LockModes::exclusive());
+    auto lock = f.seg.open_fifo_lock("l");
+    {
+      auto g = lock.acquire();
+      crash_at("fifo_lock.acquire.after_enqueue", [&] { Segment::open(name(f)).open_fifo_lock("l").acquire(); });
+    }
+    f.holders.start(0, "exclusive");
+    CHECK(f.holders.acquired(1) == B{true});
+    f.holders.complete(0);
+    CHECK(test::queued(f.seg, "l") == 0);
+  }
+  SUBCASE("release.after_free and release.after_grant: the waiter is granted within 1 s") {
+    for (const char* point : {"fifo_lock.release.after_free", "fifo_lock.release.after_grant"}) {
+      CAPTURE(point);
+      Fixture f(LockModes::exclusive());
+      test::SharedMemory mem;
+      auto* held = mem.as<std::atomic<int>>();
+      test::Child holder([&] {
+        auto g = Segment::open(name(f)).open_fifo_lock("l").acquire();
+        held->store(1);
+        while (held->load() != 2) std::this_thread::sleep_for(100us);
+        shmstate::testing::arm_crash_point(point);
+        g.release();
+        return 0;
+      });
+      REQUIRE(test::eventually([&] { return held->load() == 1; }));
+      f.holders.start(0, "exclusive");
+      held->store(2);
+      REQUIRE(holder.exit_code_within(10s) == shmstate::testing::kCrashExitCode);
+      auto start = Clock::now();
+      REQUIRE(test::eventually([&] { return f.holders.board().acquired[0].load() == 1; }, 3s));
+      CHECK(Clock::now() - start < 1s);
+      CHECK(f.holders.board().died[0] == 0);  // it had released
+      f.holders.complete(0);
+    }
+  }
+  SUBCASE("reclaim.after_free: the reclaimer dies midway; the next one finishes the job") {
+    Fixture f(LockModes::exclusive());
+    f.holders.start(0, "exclusive");
+    f.holders.child(0).kill();
+    f.holders.child(0).wait();
+    std::this_thread::sleep_for(150ms);  // older than a slice: the next request reclaims it
+    crash_at("fifo_lock.reclaim.after_free", [&] { Segment::open(name(f)).open_fifo_lock("l").acquire_for(5s); });
+    auto g = f.seg.open_fifo_lock("l").acquire_for(3s);
+    REQUIRE(g.has_value());
+    CHECK(g->previous_holder_died());
+  }
+}
