@@ -25,7 +25,9 @@
 
 namespace shmstate::inspect {
 
-// Parses JSON text; throws Error(InvalidArgument) naming `what` on bad input.
+// Parses JSON text exactly (each double is the one nearest its decimal text,
+// bit for bit; integers stay int64/uint64), nesting at most 512 levels;
+// throws Error(InvalidArgument) naming `what` on bad input.
 boost::json::value parse_json(std::string_view text, std::string_view what);
 
 // One line of JSON text (no newline). Unlike boost::json::serialize, doubles
