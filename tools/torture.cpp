@@ -1,0 +1,561 @@
+// tools/torture: kill -9 torture of every kind in one segment.
+//
+// N worker processes (this binary, exec'ed with --worker) run random
+// operations on every object of one segment while the parent SIGKILLs random
+// workers at random moments (--kill-min-ms..--kill-max-ms apart) and restarts
+// them. At the end it checks what must hold whatever was killed, prints one
+// verdict line and exits 0 only when nothing was violated:
+//   - counters equal the acknowledged operations, give or take one per kill;
+//   - an atom {"a": x, "b": y} keeps x + y constant under transfers, and every
+//     value read anywhere is valid and self-consistent (big values carry their
+//     own length and checksum);
+//   - no two live processes were ever inside incompatible FifoLock modes at
+//     once (shared witness words), fencing tokens only grew, and after the run
+//     every mode of every lock is granted within 1.5 s (no slot of a dead
+//     holder or waiter left behind);
+//   - every surviving worker finishes when asked;
+//   - writes are as cheap at the end as at the start: a burst of writes to a
+//     word dead waiters slept on takes the slow wake path at most once (counted
+//     through <shmstate/testing.hpp>); the time ratio is printed, not judged;
+//   - segment space grows by at most kMaxBytesPerKill per kill;
+//   - the store file is valid JSON and its counter equals the acknowledged
+//     updates, give or take one per kill.
+// Kinds that land later add their operations here (the reliability issue).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cinttypes>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/json.hpp>
+
+#include <shmstate/atom.hpp>
+#include <shmstate/atomic.hpp>
+#include <shmstate/error.hpp>
+#include <shmstate/fifo_lock.hpp>
+#include <shmstate/segment.hpp>
+#include <shmstate/store.hpp>
+#include <shmstate/testing.hpp>
+
+namespace json = boost::json;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using shmstate::Atomic;
+using shmstate::FifoLock;
+using shmstate::LockModes;
+using shmstate::Segment;
+
+namespace {
+
+constexpr int kMaxWorkers = 32;
+constexpr std::int64_t kBankTotal = 1'000'000;
+constexpr std::size_t kMaxBlob = 200'000;
+// A worker killed inside an atom write can leak the block it had allocated
+// for the new value (the allocator cannot know the dead writer will never
+// publish it), at most one block of the largest size class a value takes:
+// 256 KiB for a 200 KB value.
+constexpr std::uint64_t kMaxBytesPerKill = 256 * 1024;
+
+struct Options {
+  double seconds = 20;
+  int workers = 4;
+  std::uint64_t seed = 0;
+  int kill_min_ms = 1;
+  int kill_max_ms = 50;
+  // Worker mode (set by the parent when it execs a worker).
+  int worker = -1;
+  std::string segment;
+  std::string store;
+};
+
+[[noreturn]] void usage(int status) {
+  std::fprintf(status == 0 ? stdout : stderr,
+               "usage: torture [--seconds S] [--workers N] [--seed N] [--kill-min-ms MS] [--kill-max-ms MS]\n"
+               "Runs N worker processes doing random operations on every kind of shmstate object in one\n"
+               "segment while SIGKILLing random workers, then checks the invariants and prints one verdict\n"
+               "line. Exit status 0: no violation; 1: violations; 2: usage error.\n"
+               "Defaults: --seconds 20 --workers 4 --seed <time> --kill-min-ms 1 --kill-max-ms 50.\n");
+  std::exit(status);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  o.seed = static_cast<std::uint64_t>(Clock::now().time_since_epoch().count());
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "torture: %s needs a value\n", a.c_str());
+        usage(2);
+      }
+      return argv[++i];
+    };
+    auto number = [&](const std::string& s) -> double {
+      char* end = nullptr;
+      double v = std::strtod(s.c_str(), &end);
+      if (end == s.c_str() || *end != '\0' || !(v >= 0)) {
+        std::fprintf(stderr, "torture: %s takes a number >= 0, not '%s'\n", a.c_str(), s.c_str());
+        usage(2);
+      }
+      return v;
+    };
+    if (a == "-h" || a == "--help") usage(0);
+    else if (a == "--seconds") o.seconds = number(next());
+    else if (a == "--workers") o.workers = static_cast<int>(number(next()));
+    else if (a == "--seed") o.seed = static_cast<std::uint64_t>(number(next()));
+    else if (a == "--kill-min-ms") o.kill_min_ms = static_cast<int>(number(next()));
+    else if (a == "--kill-max-ms") o.kill_max_ms = static_cast<int>(number(next()));
+    else if (a == "--worker") o.worker = static_cast<int>(number(next()));
+    else if (a == "--segment") o.segment = next();
+    else if (a == "--store") o.store = next();
+    else {
+      std::fprintf(stderr, "torture: unknown option '%s'\n", a.c_str());
+      usage(2);
+    }
+  }
+  if (o.workers < 1 || o.workers > kMaxWorkers) {
+    std::fprintf(stderr, "torture: --workers takes 1..%d\n", kMaxWorkers);
+    usage(2);
+  }
+  if (o.kill_max_ms < o.kill_min_ms || o.kill_min_ms < 1) {
+    std::fprintf(stderr, "torture: need 1 <= --kill-min-ms <= --kill-max-ms\n");
+    usage(2);
+  }
+  return o;
+}
+
+std::uint64_t fnv1a(std::string_view s) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+// A process that no longer runs: gone, or an unreaped zombie (which holds
+// nothing any more: the kernel released its futexes and robust mutexes).
+bool is_dead(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  auto close = line.rfind(')');
+  return close == std::string::npos || close + 2 >= line.size() || line[close + 2] == 'Z' || line[close + 2] == 'X';
+}
+
+// The locks under test, each with its modes and a conflict matrix the
+// witnesses check against (the lock's own table, read back).
+struct LockSpec {
+  const char* name;
+  LockModes modes;
+};
+
+std::vector<LockSpec> lock_specs() {
+  return {
+      {"lx", LockModes::exclusive()},
+      {"lrw", LockModes::read_write()},
+      {"lsem", LockModes::semaphore(3)},
+      {"lint", LockModes({{"IS", {"X"}, 0},
+                          {"IX", {"S", "SIX", "X"}, 0},
+                          {"S", {"IX", "SIX", "X"}, 0},
+                          {"SIX", {"IX", "S", "SIX", "X"}, 0},
+                          {"X", {"IS", "IX", "S", "SIX", "X"}, 0}})},
+  };
+}
+
+bool conflicts(const LockModes& modes, std::size_t a, std::size_t b) {
+  const auto& list = modes.modes()[a].conflicts;
+  return std::find(list.begin(), list.end(), modes.modes()[b].name) != list.end();
+}
+
+std::string witness_name(const char* lock, int slot) { return std::string("w.") + lock + "." + std::to_string(slot); }
+
+// The objects every process opens by name.
+struct World {
+  Segment seg;
+  Atomic<bool> stop;
+  Atomic<std::int64_t> counter, violations, wake;
+  std::vector<Atomic<std::int64_t>> acks, store_acks, ops;
+  shmstate::Atom bank, blob, changes;
+  shmstate::AtomicReference ref;
+  std::vector<FifoLock> locks;
+  std::vector<LockModes> modes;
+  std::vector<Atomic<std::int64_t>> max_token;  // per lock
+  std::vector<std::vector<Atomic<std::int64_t>>> witness;  // [lock][slot]: pid * 32 + mode + 1, or 0
+
+  World(Segment s, int workers)
+      : seg(std::move(s)),
+        stop(seg.atomic<bool>("stop", false)),
+        counter(seg.atomic<std::int64_t>("counter", 0)),
+        violations(seg.atomic<std::int64_t>("violations", 0)),
+        wake(seg.atomic<std::int64_t>("wake", 0)),
+        bank(seg.atom("bank", json::object{{"a", kBankTotal}, {"b", 0}})),
+        blob(seg.atom("blob", json::object{{"n", 0}, {"sum", fnv1a("")}, {"s", ""}})),
+        changes(seg.atom("changes", 0)),
+        ref(seg.atomic_reference("ref", json::object{{"seq", 0}})) {
+    for (int i = 0; i < workers; ++i) {
+      acks.push_back(seg.atomic<std::int64_t>("ack." + std::to_string(i), 0));
+      store_acks.push_back(seg.atomic<std::int64_t>("sack." + std::to_string(i), 0));
+      ops.push_back(seg.atomic<std::int64_t>("ops." + std::to_string(i), 0));
+    }
+    for (auto& spec : lock_specs()) {
+      locks.push_back(seg.fifo_lock(spec.name, spec.modes, 2 * kMaxWorkers + 8));
+      modes.push_back(spec.modes);
+      max_token.push_back(seg.atomic<std::int64_t>(std::string("tok.") + spec.name, 0));
+      std::vector<Atomic<std::int64_t>> w;
+      for (int i = 0; i < workers; ++i) w.push_back(seg.atomic<std::int64_t>(witness_name(spec.name, i), 0));
+      witness.push_back(std::move(w));
+    }
+  }
+};
+
+Segment create_segment(const std::string& name) {
+  shmstate::SegmentOptions o;
+  o.size = std::size_t{64} << 20;
+  o.max_objects = 1024;
+  return Segment::create(name, o);
+}
+
+// ---- worker ----
+
+class Worker {
+ public:
+  Worker(World& w, int slot, const std::string& store_path, std::uint64_t seed)
+      : w_(w), slot_(slot), store_path_(store_path), rng_(seed), pid_(getpid()) {}
+
+  void run() {
+    while (!w_.stop.get()) {
+      step();
+      w_.ops[slot_].add_and_get(1);
+    }
+  }
+
+ private:
+  void violation(const std::string& what) {
+    w_.violations.add_and_get(1);
+    std::fprintf(stderr, "torture: VIOLATION (worker %d, pid %d): %s\n", slot_, static_cast<int>(pid_),
+                 what.c_str());
+  }
+
+  std::uint64_t pick(std::uint64_t n) { return std::uniform_int_distribution<std::uint64_t>(0, n - 1)(rng_); }
+
+  void step() {
+    switch (pick(9)) {
+      case 0:
+        w_.counter.add_and_get(1);
+        w_.acks[slot_].add_and_get(1);  // a kill between the two loses one ack
+        break;
+      case 1: transfer(); break;
+      case 2: blob(); break;
+      case 3: reference(); break;
+      case 4:
+      case 5: lock(); break;
+      case 6: w_.wake.wait_while_equal(w_.wake.get(), std::chrono::milliseconds(1 + pick(5))); break;
+      case 7: w_.changes.wait_for_change(w_.changes.version(), std::chrono::milliseconds(1 + pick(5))); break;
+      case 8: store(); break;
+    }
+  }
+
+  void check_bank(const json::value& v, const char* when) {
+    const auto* o = v.if_object();
+    const json::value* a = o ? o->if_contains("a") : nullptr;
+    const json::value* b = o ? o->if_contains("b") : nullptr;
+    if (!a || !b || !a->is_int64() || !b->is_int64()) return violation(std::string("bank ") + when + ": " + json::serialize(v));
+    if (a->get_int64() + b->get_int64() != kBankTotal)
+      violation(std::string("bank ") + when + ": a + b = " + std::to_string(a->get_int64() + b->get_int64()));
+  }
+
+  void transfer() {
+    std::int64_t d = static_cast<std::int64_t>(pick(1000)) - 500;
+    w_.bank.swap([&](const json::value& v) {
+      json::object o = v.as_object();
+      o["a"] = o["a"].as_int64() - d;
+      o["b"] = o["b"].as_int64() + d;
+      return json::value(std::move(o));
+    });
+    check_bank(*w_.bank.deref(), "read");
+  }
+
+  void blob() {
+    if (pick(2) == 0) {
+      std::size_t n = pick(3) == 0 ? 10 + pick(kMaxBlob - 10) : 10 + pick(1000);
+      std::string s(n, 'x');
+      for (auto& c : s) c = static_cast<char>('a' + pick(26));
+      w_.blob.reset(json::object{{"n", n}, {"sum", fnv1a(s)}, {"s", s}});
+      w_.changes.swap([](const json::value& v) { return json::value(v.as_int64() + 1); });
+      return;
+    }
+    auto v = w_.blob.deref();
+    const auto* o = v->if_object();
+    const json::value* s = o ? o->if_contains("s") : nullptr;
+    const json::value* n = o ? o->if_contains("n") : nullptr;
+    const json::value* sum = o ? o->if_contains("sum") : nullptr;
+    if (!s || !n || !sum || !s->is_string() || !n->is_number() || !sum->is_number())
+      return violation("blob has the wrong shape: " + json::serialize(*v).substr(0, 100));
+    std::string_view text = s->get_string();
+    if (json::value_to<std::uint64_t>(*n) != text.size() || json::value_to<std::uint64_t>(*sum) != fnv1a(text))
+      violation("blob is torn: n or sum does not match its text");
+  }
+
+  void reference() {
+    auto [version, v] = w_.ref.get_versioned();
+    std::int64_t seq = v.at("seq").as_int64();
+    if (seq < last_seq_) violation("reference went backwards: " + std::to_string(seq) + " after " +
+                                   std::to_string(last_seq_));
+    last_seq_ = seq;
+    w_.ref.compare_and_set(v, json::object{{"seq", seq + 1}});
+  }
+
+  void lock() {
+    std::size_t l = pick(w_.locks.size());
+    auto& lock = w_.locks[l];
+    const auto& modes = w_.modes[l];
+    std::size_t m = pick(modes.size());
+    auto guard = lock.acquire_for(lock.mode(modes.modes()[m].name), std::chrono::milliseconds(50 + pick(200)));
+    if (!guard) return;
+    auto token = static_cast<std::int64_t>(guard->token());
+    if (token <= last_token_[l]) violation(std::string("token of ") + lock.name() + " did not grow");
+    last_token_[l] = token;
+    // Raise the lock's max token; for a lock whose every mode conflicts with
+    // itself and the others (lx), grants are serial, so it must be a new max.
+    std::int64_t seen = w_.max_token[l].get();
+    while (seen < token && !w_.max_token[l].compare_and_set(seen, token)) seen = w_.max_token[l].get();
+    if (l == 0 && seen >= token) violation("lx granted token " + std::to_string(token) + " after " + std::to_string(seen));
+    w_.witness[l][slot_].set(static_cast<std::int64_t>(pid_) * 32 + static_cast<std::int64_t>(m) + 1);
+    for (std::size_t other = 0; other < w_.witness[l].size(); ++other) {
+      if (static_cast<int>(other) == slot_) continue;
+      std::int64_t word = w_.witness[l][other].get();
+      if (word == 0) continue;
+      auto pid = static_cast<pid_t>(word / 32);
+      auto mode = static_cast<std::size_t>(word % 32 - 1);
+      if (mode < modes.size() && conflicts(modes, m, mode) && !is_dead(pid) && w_.witness[l][other].get() == word)
+        violation(std::string(lock.name()) + ": " + modes.modes()[m].name + " granted while pid " +
+                  std::to_string(pid) + " holds " + modes.modes()[mode].name);
+    }
+    if (m == 0 && l == 2) {  // lsem: at most 3 permits at once
+      int holders = 0;
+      for (auto& wit : w_.witness[l]) {
+        std::int64_t word = wit.get();
+        if (word != 0 && !is_dead(static_cast<pid_t>(word / 32))) ++holders;
+      }
+      if (holders > 3) violation("lsem has " + std::to_string(holders) + " permit holders");
+    }
+    if (pick(4) == 0) std::this_thread::sleep_for(std::chrono::microseconds(pick(2000)));
+    w_.witness[l][slot_].set(0);  // before the release: the next holder may look at once
+  }
+
+  void store() {
+    auto s = shmstate::Store::open(store_path_, json::object{{"n", 0}});
+    s.update([](json::value& v) { v.as_object()["n"] = v.at("n").as_int64() + 1; });
+    w_.store_acks[slot_].add_and_get(1);
+  }
+
+  World& w_;
+  int slot_;
+  std::string store_path_;
+  std::mt19937_64 rng_;
+  pid_t pid_;
+  std::int64_t last_seq_ = 0;
+  std::int64_t last_token_[8] = {};
+};
+
+// ---- parent ----
+
+pid_t spawn(const Options& o, int slot, std::uint64_t generation) {
+  pid_t pid = fork();
+  if (pid < 0) {
+    std::perror("torture: fork");
+    std::exit(1);
+  }
+  if (pid == 0) {
+    std::string s = std::to_string(slot), seed = std::to_string(o.seed ^ (generation * 0x9E3779B97F4A7C15ull) ^ slot);
+    execl("/proc/self/exe", "torture", "--worker", s.c_str(), "--segment", o.segment.c_str(), "--store",
+          o.store.c_str(), "--seed", seed.c_str(), "--workers", std::to_string(o.workers).c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+// ns per add_and_get on `a`, over n calls.
+double write_cost(Atomic<std::int64_t>& a, int n) {
+  auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) a.add_and_get(1);
+  return std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / n;
+}
+
+}  // namespace
+
+int run_worker(const Options& o) {
+  try {
+    World w(Segment::open(o.segment), o.workers);
+    Worker(w, o.worker, o.store, o.seed).run();
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "torture: worker %d: %s\n", o.worker, e.what());
+    return 3;
+  }
+}
+
+int main(int argc, char** argv) {
+  Options o = parse(argc, argv);
+  if (o.worker >= 0) return run_worker(o);
+
+  o.segment = "shmstate-torture-" + std::to_string(getpid());
+  char dir_template[] = "/tmp/shmstate-torture-XXXXXX";
+  if (mkdtemp(dir_template) == nullptr) {
+    std::perror("torture: mkdtemp");
+    return 1;
+  }
+  std::string dir = dir_template;
+  o.store = dir + "/store.json";
+
+  std::int64_t violations = 0;
+  std::uint64_t kills = 0;
+  std::int64_t total_ops = 0;
+  std::string verdict_extra;
+  std::vector<std::string> problems;
+  try {
+    World w(create_segment(o.segment), o.workers);
+    auto probe = w.seg.atomic<std::int64_t>("probe", 0);
+    double cost_start = write_cost(probe, 200'000);
+
+    // Warm-up without kills, so that the atoms' buffers have reached their
+    // working sizes before the space baseline is taken.
+    {
+      World& ww = w;
+      std::string big(kMaxBlob, 'q');
+      for (int i = 0; i < 4; ++i) ww.blob.reset(json::object{{"n", big.size()}, {"sum", fnv1a(big)}, {"s", big}});
+    }
+    std::uint64_t used_before = w.seg.info().used;
+
+    std::mt19937_64 rng(o.seed);
+    std::vector<pid_t> pids(static_cast<std::size_t>(o.workers));
+    std::uint64_t generation = 0;
+    for (int i = 0; i < o.workers; ++i) pids[i] = spawn(o, i, generation++);
+
+    auto deadline = Clock::now() + std::chrono::duration<double>(o.seconds);
+    std::uniform_int_distribution<int> gap(o.kill_min_ms, o.kill_max_ms);
+    std::uniform_int_distribution<int> victim(0, o.workers - 1);
+    while (Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(gap(rng)));
+      int i = victim(rng);
+      // A worker that exited by itself failed: report it, restart it.
+      int status = 0;
+      if (waitpid(pids[i], &status, WNOHANG) == pids[i]) {
+        problems.push_back("worker " + std::to_string(i) + " exited by itself (status " + std::to_string(status) + ")");
+      } else {
+        kill(pids[i], SIGKILL);
+        waitpid(pids[i], &status, 0);
+        ++kills;
+      }
+      for (auto& lw : w.witness) lw[i].set(0);  // the dead worker holds nothing now
+      pids[i] = spawn(o, i, generation++);
+    }
+
+    // Survivors must finish when asked.
+    w.stop.set(true);
+    auto finish_by = Clock::now() + 10s;
+    for (int i = 0; i < o.workers; ++i) {
+      int status = 0;
+      pid_t r = 0;
+      while ((r = waitpid(pids[i], &status, WNOHANG)) == 0 && Clock::now() < finish_by) std::this_thread::sleep_for(5ms);
+      if (r == 0) {
+        problems.push_back("worker " + std::to_string(i) + " did not finish within 10 s of the stop");
+        kill(pids[i], SIGKILL);
+        waitpid(pids[i], &status, 0);
+      } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        problems.push_back("worker " + std::to_string(i) + " ended with status " + std::to_string(status));
+      }
+    }
+
+    // Counters: equal to the acknowledged operations, give or take one per kill.
+    std::int64_t acked = 0, store_acked = 0;
+    for (auto& a : w.acks) acked += a.get();
+    for (auto& a : w.store_acks) store_acked += a.get();
+    for (auto& a : w.ops) total_ops += a.get();
+    std::int64_t drift = w.counter.get() - acked;
+    if (drift < 0 || static_cast<std::uint64_t>(drift) > kills)
+      problems.push_back("counter " + std::to_string(w.counter.get()) + " vs " + std::to_string(acked) +
+                         " acknowledged, " + std::to_string(kills) + " kills");
+
+    // The bank's sum; the blob's consistency, read by a fresh reader.
+    {
+      auto v = Segment::open(o.segment).open_atom("bank").deref();
+      const auto& obj = v->as_object();
+      if (obj.at("a").as_int64() + obj.at("b").as_int64() != kBankTotal) problems.push_back("bank sum changed");
+    }
+
+    // Every mode of every lock is granted within 1.5 s: no dead holder or
+    // waiter is left in the way. The semaphore's three permits at once.
+    for (std::size_t l = 0; l < w.locks.size(); ++l) {
+      for (const auto& mode : w.modes[l].modes()) {
+        std::vector<FifoLock::Guard> held;
+        int want = l == 2 ? 3 : 1;
+        for (int k = 0; k < want; ++k) {
+          auto g = w.locks[l].acquire_for(w.locks[l].mode(mode.name), 1500ms);
+          if (!g) {
+            problems.push_back(std::string(w.locks[l].name()) + ": mode " + mode.name +
+                               " not granted within 1.5 s after the run");
+            break;
+          }
+          held.push_back(std::move(*g));
+        }
+      }
+    }
+
+    // The store: valid, and its counter within one per kill of the acks.
+    {
+      auto s = shmstate::Store::open(o.store, json::object{{"n", 0}});
+      std::int64_t n = s.value().at("n").as_int64();
+      std::int64_t sd = n - store_acked;
+      if (sd < 0 || static_cast<std::uint64_t>(sd) > kills)
+        problems.push_back("store n " + std::to_string(n) + " vs " + std::to_string(store_acked) + " acknowledged");
+    }
+
+    // No cost left behind: writes to the word dead waiters slept on.
+    std::uint64_t slow_before = shmstate::testing::slow_notify_count();
+    for (int i = 0; i < 10'000; ++i) w.wake.add_and_get(1);
+    std::uint64_t slow = shmstate::testing::slow_notify_count() - slow_before;
+    if (shmstate::testing::crash_points_compiled() && slow > 1)
+      problems.push_back("10,000 writes after the run took the slow wake path " + std::to_string(slow) + " times");
+    double cost_end = write_cost(probe, 200'000);
+
+    // Space: bounded per kill.
+    std::uint64_t used_after = w.seg.info().used;
+    std::uint64_t grown = used_after > used_before ? used_after - used_before : 0;
+    if (grown > kMaxBytesPerKill * std::max<std::uint64_t>(kills, 1))
+      problems.push_back("segment grew by " + std::to_string(grown) + " bytes over " + std::to_string(kills) + " kills");
+
+    violations = w.violations.get();
+    char buf[256];
+    std::snprintf(buf, sizeof buf, " space_per_kill=%.0fB write_cost_end/start=%.2f slow_notifies=%" PRIu64,
+                  kills ? static_cast<double>(grown) / static_cast<double>(kills) : 0.0, cost_end / cost_start,
+                  slow);
+    verdict_extra = buf;
+  } catch (const std::exception& e) {
+    problems.push_back(std::string("error: ") + e.what());
+  }
+  Segment::remove(o.segment);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+
+  for (const auto& p : problems) std::fprintf(stderr, "torture: VIOLATION: %s\n", p.c_str());
+  std::int64_t total = violations + static_cast<std::int64_t>(problems.size());
+  std::printf("torture: %s seconds=%g workers=%d seed=%" PRIu64 " operations=%" PRId64 " kills=%" PRIu64
+              " violations=%" PRId64 "%s\n",
+              total == 0 ? "PASS" : "FAIL", o.seconds, o.workers, o.seed, total_ops, kills, total,
+              verdict_extra.c_str());
+  return total == 0 ? 0 : 1;
+}
