@@ -21,7 +21,9 @@
 #include <shmstate/atom.hpp>
 #include <shmstate/atomic.hpp>
 #include <shmstate/segment.hpp>
+#if SHMSTATE_TEST_HOOKS
 #include <shmstate/testing.hpp>
+#endif
 
 #include "support/atom_helpers.hpp"
 #include "support/proc.hpp"
@@ -79,6 +81,8 @@ std::string memory_problem(Segment& seg, Atom& a, const json::value& neighbour_v
   return "";
 }
 
+// The crash-point tests need a build with -Dtest_hooks=true.
+#if SHMSTATE_TEST_HOOKS
 struct Op {
   const char* name;
   std::function<void(Atom&, const json::value&)> run;
@@ -103,14 +107,13 @@ struct Point {
   bool published;       // the change is visible after a crash here
   bool needs_growth;    // reached only when the target buffer must grow
 };
+#endif  // SHMSTATE_TEST_HOOKS
 
 }  // namespace
 
+#if SHMSTATE_TEST_HOOKS
+
 TEST_CASE("a writer dying at each crash point leaves exactly the old or the new value") {
-  if (!shmstate::testing::crash_points_compiled()) {
-    MESSAGE("crash points are compiled out (-Dcrash_points=disabled): skipped");
-    return;
-  }
   const Point points[] = {
       {"atom.after_lock", false, false},   {"atom.after_allocate", false, true},
       {"atom.after_write", false, false},  {"atom.after_publish", true, false},
@@ -194,10 +197,6 @@ TEST_CASE("a writer dying at each crash point leaves exactly the old or the new 
 }
 
 TEST_CASE("an AtomicReference writer dying mid-set leaves the old or the new value") {
-  if (!shmstate::testing::crash_points_compiled()) {
-    MESSAGE("crash points are compiled out (-Dcrash_points=disabled): skipped");
-    return;
-  }
   for (const char* point : {"atom.after_lock", "atom.after_write", "atom.after_publish"}) {
     std::string point_name = point;
     CAPTURE(point_name);
@@ -220,6 +219,7 @@ TEST_CASE("an AtomicReference writer dying mid-set leaves the old or the new val
     CHECK(r.get() == json::value("later"));
   }
 }
+#endif  // SHMSTATE_TEST_HOOKS
 
 // {"n", "len", "seed", "pad"}: pad is filler(len, seed), so a value mixed
 // from two writes (a torn read) is caught even when it happens to parse.

@@ -12,7 +12,9 @@
 
 #include <shmstate/atomic.hpp>
 #include <shmstate/segment.hpp>
+#if SHMSTATE_TEST_HOOKS
 #include <shmstate/testing.hpp>
+#endif
 
 #include "segment/segment_impl.hpp"
 #include "support/proc.hpp"
@@ -245,10 +247,10 @@ TEST_CASE("processes at different mapping addresses share the same atomic") {
   CHECK(n.get() == 43);
 }
 
+#if SHMSTATE_TEST_HOOKS  // the slow-notify counter needs a build with -Dtest_hooks=true
 // Issue 6 item 3: a process SIGKILLed inside wait_while_equal must not make
 // every later write pay a FUTEX_WAKE (it did, for good: 12 ns -> 4.4 us).
 TEST_CASE("a waiter SIGKILLed in wait_while_equal costs later writers at most one slow notify") {
-  if (!shmstate::testing::crash_points_compiled()) return;  // the counter needs the test build
   test::TempSegment t("mp");
   Segment seg = Segment::create(t.name(), {.size = 64 * 1024});
   auto value = seg.atomic<std::int64_t>("v", 0);
@@ -264,6 +266,7 @@ TEST_CASE("a waiter SIGKILLed in wait_while_equal costs later writers at most on
   CHECK(shmstate::testing::slow_notify_count() - before <= 1);
   CHECK(value.get() == 10000);
 }
+#endif  // SHMSTATE_TEST_HOOKS
 
 // Issue 12 item 1 for Atomic<T>: the writer's wake, not the waiter's next
 // slice, ends a wait in another process (best of several tries).

@@ -19,6 +19,7 @@
 #include <shmstate/atom.hpp>
 #include <shmstate/atomic.hpp>
 #include <shmstate/segment.hpp>
+#include <shmstate/version.hpp>
 
 #include "segment/layout.hpp"
 #include "support/proc.hpp"
@@ -148,7 +149,7 @@ TEST_CASE("top level: no arguments, --help, --version, unknown command") {
 
   r = shm({"--version"});
   CHECK_EXIT(r, 0);
-  CHECK(r.out.rfind("shmstate ", 0) == 0);
+  CHECK(r.out == "shmstate " SHMSTATE_VERSION_STRING "\n");
 
   r = shm({"frobnicate"});
   CHECK_EXIT(r, 2);

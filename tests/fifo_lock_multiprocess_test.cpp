@@ -10,7 +10,9 @@
 
 #include <shmstate/fifo_lock.hpp>
 #include <shmstate/segment.hpp>
+#if SHMSTATE_TEST_HOOKS
 #include <shmstate/testing.hpp>
+#endif
 
 #include "support/fifo_lock_helpers.hpp"
 #include "support/proc.hpp"
@@ -266,6 +268,7 @@ TEST_CASE("a release wakes a waiter in another process well inside one wait slic
   CHECK(best < 30'000'000);  // 30 ms; a missing FUTEX_WAKE costs ~100 ms (one slice)
 }
 
+#if SHMSTATE_TEST_HOOKS  // crash points need a build with -Dtest_hooks=true
 namespace {
 // Runs `body` in a child with crash point `point` armed; it must die there.
 template <class Body>
@@ -280,7 +283,6 @@ void crash_at(const char* point, Body body) {
 }  // namespace
 
 TEST_CASE("crash points inside acquire, release and reclaim: survivors go on") {
-  if (!shmstate::testing::crash_points_compiled()) return;
   auto name = [](const Fixture& f) { return f.t.name(); };
   SUBCASE("acquire.after_grant: the next acquire is told the holder died") {
     Fixture f(LockModes::exclusive());
@@ -338,3 +340,4 @@ TEST_CASE("crash points inside acquire, release and reclaim: survivors go on") {
     CHECK(g->previous_holder_died());
   }
 }
+#endif  // SHMSTATE_TEST_HOOKS

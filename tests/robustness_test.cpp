@@ -22,7 +22,9 @@
 #include <shmstate/atom.hpp>
 #include <shmstate/atomic.hpp>
 #include <shmstate/segment.hpp>
+#if SHMSTATE_TEST_HOOKS
 #include <shmstate/testing.hpp>
+#endif
 
 #include "platform/process.hpp"
 #include "segment/layout.hpp"
@@ -31,17 +33,10 @@
 
 using namespace std::chrono_literals;
 using shmstate::Segment;
-using shmstate::testing::kCrashExitCode;
 using Clock = std::chrono::steady_clock;
 namespace d = shmstate::detail;
 
 namespace {
-
-bool skip_without_crash_points() {
-  if (shmstate::testing::crash_points_compiled()) return false;
-  MESSAGE("skipped: the library was built with -Dcrash_points=disabled");
-  return true;
-}
 
 // Names in /dev/shm starting with `prefix`.
 std::vector<std::string> shm_files(const std::string& prefix) {
@@ -55,6 +50,11 @@ std::vector<std::string> shm_files(const std::string& prefix) {
   ::closedir(dir);
   return out;
 }
+
+// The crash-point tests (below, and the slow-notify count) need a build
+// with -Dtest_hooks=true.
+#if SHMSTATE_TEST_HOOKS
+using shmstate::testing::kCrashExitCode;
 
 struct EntryView {
   std::uint32_t state;
@@ -82,11 +82,12 @@ bool listed(const Segment& seg, const std::string& object) {
     if (o.name == object) return true;
   return false;
 }
+#endif  // SHMSTATE_TEST_HOOKS
 
 }  // namespace
 
+#if SHMSTATE_TEST_HOOKS
 TEST_CASE("crash point: creator killed before publishing a segment leaves no name, and its temp file is swept") {
-  if (skip_without_crash_points()) return;
   test::TempSegment t("crash");
   test::Child creator([&] {
     shmstate::testing::arm_crash_point("segment.before_publish");
@@ -113,7 +114,6 @@ TEST_CASE("crash point: creator killed before publishing a segment leaves no nam
 }
 
 TEST_CASE("crash point: open_or_create after a creator died before publishing") {
-  if (skip_without_crash_points()) return;
   test::TempSegment t("crash");
   test::Child creator([&] {
     shmstate::testing::arm_crash_point("segment.before_publish");
@@ -204,7 +204,6 @@ void object_creator_dies(const char* point, Next next) {
 }
 
 TEST_CASE("crash points while creating an object: the next creator succeeds, nothing half-made is listed") {
-  if (skip_without_crash_points()) return;
   for (const char* point : {"registry.after_reserve", "registry.after_allocate", "registry.before_publish"}) {
     for (Next next : {Next::SameName, Next::OtherNameFirst, Next::OtherProcess}) {
       CAPTURE(point);
@@ -215,7 +214,6 @@ TEST_CASE("crash points while creating an object: the next creator succeeds, not
 }
 
 TEST_CASE("crash point: an object creator dies while another process waits for the registry") {
-  if (skip_without_crash_points()) return;
   test::TempSegment t("crash");
   Segment seg = Segment::create(t.name(), {.size = 64 * 1024});
   // Several creators race for the same name while one of them dies holding
@@ -250,6 +248,8 @@ TEST_CASE("crash point: an object creator dies while another process waits for t
     CHECK_FALSE(any_reserving(seg));
   }
 }
+
+#endif  // SHMSTATE_TEST_HOOKS
 
 TEST_CASE("a process SIGKILLed in a tight add_and_get loop: the counter stays usable and exact") {
   test::TempSegment t("kill");
@@ -309,10 +309,10 @@ TEST_CASE("a waiter SIGKILLed inside wait_while_equal blocks nobody") {
   CHECK(waiter.exit_code_within(40s) == 0);
 }
 
+#if SHMSTATE_TEST_HOOKS
 // Issue 6, item 3: a killed waiter once left a waiter count high for good,
 // and every later write paid a FUTEX_WAKE (add_and_get 12 ns -> 4.4 us).
 TEST_CASE("a SIGKILLed waiter costs later writes nothing lasting: at most one slow notify") {
-  if (skip_without_crash_points()) return;
   test::TempSegment t("kill");
   Segment seg = Segment::create(t.name(), {.size = 1 << 20});
   auto v = seg.atomic<std::int64_t>("v", 0);
@@ -355,6 +355,8 @@ TEST_CASE("a SIGKILLed waiter costs later writes nothing lasting: at most one sl
     CHECK(slow <= 1);
   }
 }
+
+#endif  // SHMSTATE_TEST_HOOKS
 
 TEST_CASE("create sweeps only temp files of dead creators in its own PID namespace") {
   auto self = shmstate::platform::self_identity();

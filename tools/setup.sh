@@ -57,9 +57,28 @@ if ((${#missing[@]})); then
     apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
+# ensure_test_hooks DIR true|false: a build directory made before the
+# test_hooks option existed (or with the other value) is switched over, so
+# every test build runs the crash-point tests (they are only defined with
+# hooks on). A no-op when the value is already right.
+ensure_test_hooks() {
+  local dir=$1 want=$2 have
+  have=$(meson introspect --buildoptions "$dir" |
+         python3 -c 'import json, sys; print(next((str(o["value"]).lower() for o in json.load(sys.stdin) if o["name"] == "test_hooks"), "none"))')
+  if [ "$have" != "$want" ]; then
+    # --reconfigure (not `meson configure`): it also reads options added since.
+    setup_step "meson setup --reconfigure $dir -Dtest_hooks=$want" \
+      meson setup --reconfigure "$dir" "$ROOT" -Dtest_hooks="$want"
+  fi
+}
+
+# This is the test build: crash points and <shmstate/testing.hpp> on
+# (-Dtest_hooks=true). `meson install` of a default build has neither.
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then
   # shellcheck disable=SC2086
-  setup_step "meson setup $BUILD_DIR" meson setup "$BUILD_DIR" "$ROOT" -Dwerror=true \
+  setup_step "meson setup $BUILD_DIR" meson setup "$BUILD_DIR" "$ROOT" -Dwerror=true -Dtest_hooks=true \
     ${MESON_ARGS:-}
+else
+  ensure_test_hooks "$BUILD_DIR" true
 fi
 setup_step "build ($BUILD_DIR)" ninja -C "$BUILD_DIR"

@@ -28,14 +28,11 @@
 #include <shmstate/inspect.hpp>
 #include <shmstate/segment.hpp>
 #include <shmstate/store.hpp>
+#include <shmstate/version.hpp>
 
 namespace {
 
 namespace inspect = shmstate::inspect;
-
-#ifndef SHMSTATE_VERSION
-#define SHMSTATE_VERSION "unknown"
-#endif
 
 enum Exit : int { kOk = 0, kError = 1, kUsage = 2, kNotFound = 3 };
 
@@ -559,7 +556,7 @@ int run(int argc, char** argv) {
     return kOk;
   }
   if (first == "--version") {
-    std::printf("shmstate %s\n", SHMSTATE_VERSION);
+    std::printf("shmstate %s\n", SHMSTATE_VERSION_STRING);
     return kOk;
   }
   for (const auto& c : commands()) {

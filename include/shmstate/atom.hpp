@@ -30,6 +30,8 @@
 // inherited by a fork()ed child.
 #pragma once
 
+#include <shmstate/config.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -65,7 +67,7 @@ struct WatchEvent {
   bool own;
 };
 
-class Atom {
+class SHMSTATE_API Atom {
  public:
   using Value = std::shared_ptr<const boost::json::value>;
   using Fn = std::function<boost::json::value(const boost::json::value&)>;
@@ -158,7 +160,7 @@ class Atom {
 // The plain get/set/compare-and-set face of the same mechanism
 // (java.util.concurrent.atomic.AtomicReference, atomos' AtomicReference),
 // with JSON value equality. Kind "reference"; no watches or validators.
-class AtomicReference {
+class SHMSTATE_API AtomicReference {
  public:
   boost::json::value get() const;
   void set(boost::json::value value);

@@ -23,6 +23,8 @@
 // long as the segment.
 #pragma once
 
+#include <shmstate/config.hpp>
+
 #include <atomic>
 #include <bit>
 #include <chrono>
@@ -101,7 +103,7 @@ struct ObjectName {
 }  // namespace detail
 
 template <class T>
-class Atomic {
+class SHMSTATE_API Atomic {
   static_assert(AtomicValue<T>, "Atomic<T> holds bool, std::int64_t or double");
 
  public:
@@ -109,19 +111,19 @@ class Atomic {
 
   void set(T value) noexcept {
     s_->value.store(value);
-    s_->changes.notify_all();
+    notify();
   }
 
   T get_and_set(T value) noexcept {
     T old = s_->value.exchange(value);
-    s_->changes.notify_all();
+    notify();
     return old;
   }
 
   // Sets `desired` if the value is `expected` (bitwise for double).
   bool compare_and_set(T expected, T desired) noexcept {
     if (!s_->value.compare_exchange_strong(expected, desired)) return false;
-    s_->changes.notify_all();
+    notify();
     return true;
   }
 
@@ -130,7 +132,7 @@ class Atomic {
   }
   T get_and_add(T delta) noexcept requires(!std::is_same_v<T, bool>) {
     T old = s_->value.fetch_add(delta);
-    s_->changes.notify_all();
+    notify();
     return old;
   }
   T subtract_and_get(T delta) noexcept requires(!std::is_same_v<T, bool>) {
@@ -138,7 +140,7 @@ class Atomic {
   }
   T get_and_subtract(T delta) noexcept requires(!std::is_same_v<T, bool>) {
     T old = s_->value.fetch_sub(delta);
-    s_->changes.notify_all();
+    notify();
     return old;
   }
 
@@ -156,6 +158,14 @@ class Atomic {
   Atomic(detail::AtomicState<T>* state, std::shared_ptr<const detail::ObjectName> name)
       : s_(state), name_(std::move(name)) {}
 
+  // Wakes waiters after a change. The test for waiters is inline (one load);
+  // the wake is out of line in Atomic<T> itself, not in detail::EventCount,
+  // so the library exports no detail:: symbol for this header's inline code.
+  void notify() noexcept {
+    if (s_->changes.has_waiters()) notify_slow();
+  }
+  void notify_slow() noexcept;
+
   detail::AtomicState<T>* s_;
   std::shared_ptr<const detail::ObjectName> name_;
 };
@@ -165,5 +175,8 @@ class Atomic {
 extern template bool Atomic<bool>::wait_while_equal(bool, std::chrono::nanoseconds) const;
 extern template bool Atomic<std::int64_t>::wait_while_equal(std::int64_t, std::chrono::nanoseconds) const;
 extern template bool Atomic<double>::wait_while_equal(double, std::chrono::nanoseconds) const;
+extern template void Atomic<bool>::notify_slow() noexcept;
+extern template void Atomic<std::int64_t>::notify_slow() noexcept;
+extern template void Atomic<double>::notify_slow() noexcept;
 
 }  // namespace shmstate

@@ -8,6 +8,8 @@
 // Thread safety: Error is an ordinary value type.
 #pragma once
 
+#include <shmstate/config.hpp>
+
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -30,9 +32,9 @@ enum class ErrorCode {
 
 // Stable lower-case name of a code ("not_found", "segment_full", ...), used in
 // messages and in the CLI's JSON output.
-std::string_view error_code_name(ErrorCode code) noexcept;
+SHMSTATE_API std::string_view error_code_name(ErrorCode code) noexcept;
 
-class Error : public std::runtime_error {
+class SHMSTATE_API Error : public std::runtime_error {
  public:
   Error(ErrorCode code, const std::string& message)
       : std::runtime_error(message), code_(code) {}

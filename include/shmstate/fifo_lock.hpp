@@ -80,6 +80,8 @@
 // written for it (one place decides "stop waiting").
 #pragma once
 
+#include <shmstate/config.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -113,7 +115,7 @@ struct LockMode {
 // A validated mode table: 1..16 modes, unique names, conflicts that name known
 // modes and are symmetric (a conflicts with b exactly when b conflicts with a).
 // Anything else is Error(InvalidArgument) naming the problem.
-class LockModes {
+class SHMSTATE_API LockModes {
  public:
   static constexpr std::size_t kMaxModes = 16;
   static constexpr std::size_t kMaxNameLength = 31;
@@ -142,7 +144,7 @@ class LockModes {
   std::vector<LockMode> modes_;
 };
 
-class FifoLock {
+class SHMSTATE_API FifoLock {
  public:
   // A mode of this lock, resolved once (lock.mode("write")).
   class Mode {

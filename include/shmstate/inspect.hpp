@@ -11,6 +11,8 @@
 // The JSON documents' keys are stable and listed in docs/cli.md.
 #pragma once
 
+#include <shmstate/config.hpp>
+
 #include <cstddef>
 #include <functional>
 #include <span>
@@ -28,22 +30,22 @@ namespace shmstate::inspect {
 // Parses JSON text exactly (each double is the one nearest its decimal text,
 // bit for bit; integers stay int64/uint64), nesting at most 512 levels;
 // throws Error(InvalidArgument) naming `what` on bad input.
-boost::json::value parse_json(std::string_view text, std::string_view what);
+SHMSTATE_API boost::json::value parse_json(std::string_view text, std::string_view what);
 
 // One line of JSON text (no newline). Unlike boost::json::serialize, doubles
 // are written in their shortest round-trip decimal form and always as
 // doubles: 0.1 -> "0.1", 3.0 -> "3.0", 1e20 -> "1e+20" (Boost 1.81 writes
 // "1E-1", "3E0"). Parsing the text gives back the same value, bit for bit.
-std::string to_text(const boost::json::value& value);
+SHMSTATE_API std::string to_text(const boost::json::value& value);
 
 // At most `max` bytes of `text` on one line, for quoting values in
 // messages: control characters (newlines included) become spaces, and a
 // longer text is cut (never inside a UTF-8 sequence) and ends in "...".
 // REQUIRES: max >= 3.
-std::string excerpt(std::string_view text, std::size_t max = 60);
+SHMSTATE_API std::string excerpt(std::string_view text, std::size_t max = 60);
 
 // The kinds create() accepts, in Kind order: what `shmstate new` offers.
-std::vector<Kind> creatable_kinds();
+SHMSTATE_API std::vector<Kind> creatable_kinds();
 
 // An option of `shmstate new SEG KIND NAME` that takes a value, for kinds
 // that need more than an initial value (FifoLock's --modes). The views point
@@ -57,15 +59,15 @@ struct CreateOption {
 using CreateOptions = std::vector<std::pair<std::string, std::string>>;
 
 // The options create() takes for `kind` (empty for most kinds).
-std::span<const CreateOption> create_options(Kind kind);
+SHMSTATE_API std::span<const CreateOption> create_options(Kind kind);
 
 // Segment::remove() for the CLI: throws NotFound ("segment 'x': no such
 // segment") instead of returning false; LayoutMismatch for a foreign file.
-void remove(std::string_view segment);
+SHMSTATE_API void remove(std::string_view segment);
 
 // The current value of an object; for a kind with state but no plain value
 // (a lock), its state as in dump_json. Throws NotFound, Corrupt.
-boost::json::value get(const Segment& segment, std::string_view object);
+SHMSTATE_API boost::json::value get(const Segment& segment, std::string_view object);
 
 // Creates `object` of `kind` with `initial` (null: the kind's zero value)
 // and the kind's `options`. Throws AlreadyExists exactly when this call did
@@ -74,7 +76,7 @@ boost::json::value get(const Segment& segment, std::string_view object);
 // or an option does not fit the kind (an option the kind does not take
 // included), or the kind cannot be created this way; SegmentFull. Nothing
 // is created when it throws.
-void create(Segment& segment, Kind kind, std::string_view object, const boost::json::value& initial,
+SHMSTATE_API void create(Segment& segment, Kind kind, std::string_view object, const boost::json::value& initial,
             const CreateOptions& options = {});
 
 // get, set, swap and add throw NotFound for a missing object and
@@ -82,24 +84,24 @@ void create(Segment& segment, Kind kind, std::string_view object, const boost::j
 
 // Sets the value. Throws InvalidArgument (wrong JSON type for the kind: the
 // message names object, kind and a short prefix of the JSON given).
-void set(const Segment& segment, std::string_view object, const boost::json::value& value);
+SHMSTATE_API void set(const Segment& segment, std::string_view object, const boost::json::value& value);
 
 // Replaces an atom's or reference's value with f(current), retrying with the
 // newer value if another writer won meanwhile (f may run several times).
 // Returns the new value. Throws whatever f throws.
-boost::json::value swap(const Segment& segment, std::string_view object,
+SHMSTATE_API boost::json::value swap(const Segment& segment, std::string_view object,
                         const std::function<boost::json::value(const boost::json::value&)>& f);
 
 // Adds `delta` to an int64 or double; returns the new value.
-boost::json::value add(const Segment& segment, std::string_view object, const boost::json::value& delta);
+SHMSTATE_API boost::json::value add(const Segment& segment, std::string_view object, const boost::json::value& delta);
 
 // The documents behind `shmstate list --json` and `shmstate dump --json`.
-boost::json::value segment_json(const SegmentInfo& info);
-boost::json::value list_json(const std::vector<SegmentInfo>& segments);
-boost::json::value dump_json(const Segment& segment);
+SHMSTATE_API boost::json::value segment_json(const SegmentInfo& info);
+SHMSTATE_API boost::json::value list_json(const std::vector<SegmentInfo>& segments);
+SHMSTATE_API boost::json::value dump_json(const Segment& segment);
 
 // The same for people: aligned columns, long values shortened.
-std::string list_text(const std::vector<SegmentInfo>& segments);
-std::string dump_text(const Segment& segment);
+SHMSTATE_API std::string list_text(const std::vector<SegmentInfo>& segments);
+SHMSTATE_API std::string dump_text(const Segment& segment);
 
 }  // namespace shmstate::inspect

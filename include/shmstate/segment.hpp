@@ -35,6 +35,8 @@
 // is Error(InvalidArgument).
 #pragma once
 
+#include <shmstate/config.hpp>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -86,8 +88,8 @@ enum class Kind : std::uint32_t {
 };
 
 // "bool", "int64", "double", "atom", "reference", "fifo_lock", "monitor", "signal".
-std::string_view kind_name(Kind kind) noexcept;
-std::optional<Kind> parse_kind(std::string_view name) noexcept;
+SHMSTATE_API std::string_view kind_name(Kind kind) noexcept;
+SHMSTATE_API std::optional<Kind> parse_kind(std::string_view name) noexcept;
 
 inline constexpr std::size_t kMaxSegmentNameLength = 200;
 inline constexpr std::size_t kMaxObjectNameLength = 63;
@@ -117,7 +119,7 @@ struct ObjectInfo {
 };
 
 enum class ProcessState { Alive, Dead, Unknown };
-std::string_view process_state_name(ProcessState state) noexcept;  // "alive", "dead", "unknown"
+SHMSTATE_API std::string_view process_state_name(ProcessState state) noexcept;  // "alive", "dead", "unknown"
 
 struct SegmentInfo {
   std::string name;
@@ -139,7 +141,7 @@ struct SegmentInfo {
   std::string problem;
 };
 
-class Segment {
+class SHMSTATE_API Segment {
  public:
   // Creates a new segment. Throws AlreadyExists if the name is taken,
   // InvalidArgument for a bad name or options, PermissionDenied, Io.

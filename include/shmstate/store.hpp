@@ -39,6 +39,8 @@
 // (NaN and infinities are not JSON and are refused by the JSON formats).
 #pragma once
 
+#include <shmstate/config.hpp>
+
 #include <functional>
 #include <memory>
 #include <optional>
@@ -53,7 +55,7 @@ namespace shmstate {
 
 // How a value becomes the file's bytes and back. Implement it for a custom
 // format; the built-in ones are json_format() and pretty_json_format().
-class Format {
+class SHMSTATE_API Format {
  public:
   virtual ~Format() = default;
   // The value the file's bytes hold. `path` is for messages: throw
@@ -70,10 +72,10 @@ class Format {
 // Error(Corrupt) "store '<path>': not valid JSON at byte N (line L, column C):
 // <why>". Dumping refuses NaN, infinities, nesting deeper than 512 and
 // strings that are not UTF-8 (InvalidArgument).
-std::shared_ptr<const Format> json_format();
+SHMSTATE_API std::shared_ptr<const Format> json_format();
 // The same, indented by `indent` spaces per level, one member per line,
 // "key": value (for files people read and diff).
-std::shared_ptr<const Format> pretty_json_format(int indent = 2);
+SHMSTATE_API std::shared_ptr<const Format> pretty_json_format(int indent = 2);
 
 struct StoreOptions {
   std::shared_ptr<const Format> format;  // null: json_format()
@@ -85,7 +87,7 @@ struct StoreOptions {
   bool ignore_inner_exits = false;
 };
 
-class Store {
+class SHMSTATE_API Store {
  public:
   class Transaction;
 
@@ -140,7 +142,7 @@ class Store {
   std::unique_ptr<Impl> impl_;
 };
 
-class Store::Transaction {
+class SHMSTATE_API Store::Transaction {
  public:
   Transaction(Transaction&& other) noexcept;
   Transaction(const Transaction&) = delete;

@@ -6,7 +6,13 @@
 // shared state exactly as a SIGKILL there would. Tests arm a point in a forked
 // child, run an operation, and check what the surviving processes see.
 // The list of points is in README.md ("Crash points").
+//
+// Only in builds with -Dtest_hooks=true (tools/test.sh); never installed.
 #pragma once
+
+#if !SHMSTATE_TEST_HOOKS
+#error "<shmstate/testing.hpp> exists only in builds with -Dtest_hooks=true (this project's tests)"
+#endif
 
 #include <cstdint>
 
@@ -14,16 +20,11 @@ namespace shmstate::testing {
 
 inline constexpr int kCrashExitCode = 86;
 
-// False when the library was built with -Dcrash_points=disabled.
-bool crash_points_compiled() noexcept;
-
 void arm_crash_point(const char* name) noexcept;
 void disarm_crash_point() noexcept;
 
 // How many times this process's notifiers took the slow path (found a
 // waiter bit set and went to clear it and wake), since the process started.
-// Counted only where crash points are compiled (crash_points_compiled());
-// always 0 elsewhere.
 std::uint64_t slow_notify_count() noexcept;
 
 }  // namespace shmstate::testing

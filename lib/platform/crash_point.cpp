@@ -16,8 +16,6 @@ std::atomic<const char*> g_armed{nullptr};
 
 namespace testing {
 
-bool crash_points_compiled() noexcept { return SHMSTATE_CRASH_POINTS != 0; }
-
 void arm_crash_point(const char* name) noexcept {
   // Leaked on purpose: the process is about to die at it, or disarms once.
   g_armed.store(name ? ::strdup(name) : nullptr, std::memory_order_release);

@@ -2,27 +2,23 @@
 
 #include <climits>
 
-#include <shmstate/testing.hpp>
-
 #include "platform/futex.hpp"
+
+#if SHMSTATE_TEST_HOOKS
+#include <shmstate/testing.hpp>
 
 namespace shmstate {
 namespace {
-#if SHMSTATE_CRASH_POINTS
 std::atomic<std::uint64_t> g_slow_notifies{0};
-#endif
 }  // namespace
 
 namespace testing {
-std::uint64_t slow_notify_count() noexcept {
-#if SHMSTATE_CRASH_POINTS
-  return g_slow_notifies.load(std::memory_order_relaxed);
-#else
-  return 0;
-#endif
-}
+std::uint64_t slow_notify_count() noexcept { return g_slow_notifies.load(std::memory_order_relaxed); }
 }  // namespace testing
+}  // namespace shmstate
+#endif
 
+namespace shmstate {
 namespace detail {
 
 using std::chrono::steady_clock;
@@ -35,7 +31,7 @@ steady_clock::time_point deadline_after(std::chrono::nanoseconds timeout) noexce
 }
 
 void EventCount::notify_all_slow() noexcept {
-#if SHMSTATE_CRASH_POINTS
+#if SHMSTATE_TEST_HOOKS
   g_slow_notifies.fetch_add(1, std::memory_order_relaxed);
 #endif
   // Clear first, then bump: a waiter that re-arms after the exchange read

@@ -34,6 +34,11 @@ bool Atomic<T>::wait_while_equal(T old, std::chrono::nanoseconds timeout) const 
                                 detail::deadline_after(timeout));
 }
 
+template <class T>
+void Atomic<T>::notify_slow() noexcept {
+  s_->changes.notify_all_slow();
+}
+
 template <AtomicValue T>
 Atomic<T> Segment::atomic(std::string_view name, std::type_identity_t<T> initial, CreateMode mode) {
   auto slot = detail::atomic_slot<T>(*impl_, name, initial, mode);
@@ -56,6 +61,9 @@ Atomic<T> Segment::open_atomic(std::string_view name) const {
 template bool Atomic<bool>::wait_while_equal(bool, std::chrono::nanoseconds) const;
 template bool Atomic<std::int64_t>::wait_while_equal(std::int64_t, std::chrono::nanoseconds) const;
 template bool Atomic<double>::wait_while_equal(double, std::chrono::nanoseconds) const;
+template void Atomic<bool>::notify_slow() noexcept;
+template void Atomic<std::int64_t>::notify_slow() noexcept;
+template void Atomic<double>::notify_slow() noexcept;
 
 template Atomic<bool> Segment::atomic<bool>(std::string_view, bool, CreateMode);
 template Atomic<std::int64_t> Segment::atomic<std::int64_t>(std::string_view, std::int64_t, CreateMode);

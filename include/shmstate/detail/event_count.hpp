@@ -32,6 +32,8 @@
 // where writers are hot (AtomicState gives it a line of its own).
 #pragma once
 
+#include <shmstate/config.hpp>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -47,8 +49,10 @@ struct EventCount {
   std::atomic<std::uint32_t> waiters;
 
   void notify_all() noexcept {
-    if (waiters.load(std::memory_order_seq_cst) != 0) notify_all_slow();
+    if (has_waiters()) notify_all_slow();
   }
+  // The notifier's fast-path test: one load, and no store, when nobody waits.
+  bool has_waiters() const noexcept { return waiters.load(std::memory_order_seq_cst) != 0; }
   // Clears every bit and wakes every sleeper (counted in
   // testing::slow_notify_count()).
   void notify_all_slow() noexcept;

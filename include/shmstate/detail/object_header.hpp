@@ -3,6 +3,8 @@
 // wrong bytes is reported as Corrupt instead of being used.
 #pragma once
 
+#include <shmstate/config.hpp>
+
 #include <cstdint>
 
 namespace shmstate::detail {
