@@ -7,6 +7,7 @@
 #   tools/test.sh --suite unit      extra arguments go to `meson test` (main build only)
 #   SHMSTATE_SANITIZE=0 tools/test.sh   skip the sanitizer build
 #   SHMSTATE_CLANG=0 tools/test.sh      skip the clang build
+#   SHMSTATE_FUZZ=0 tools/test.sh       skip the libFuzzer runs (SHMSTATE_FUZZ_SECONDS: per target, default 30)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
@@ -48,6 +49,30 @@ if [ "${SHMSTATE_CLANG:-1}" != 0 ] && [ $# -eq 0 ]; then
 fi
 
 # The plain closing line CI reads: count results from meson's JSON logs.
+if [ "${SHMSTATE_FUZZ:-1}" != 0 ] && [ $# -eq 0 ]; then
+  # libFuzzer targets (tests/fuzz), each for a bounded time: clang, ASan+UBSan,
+  # coverage instrumentation over the library. Only the targets are built.
+  FUZZ_DIR="$ROOT/build-fuzz"
+  if [ ! -f "$FUZZ_DIR/build.ninja" ]; then
+    setup_step "meson setup $FUZZ_DIR (clang, libFuzzer)" env CXX=clang++ meson setup "$FUZZ_DIR" "$ROOT" \
+      -Dwerror=true -Dtest_hooks=true -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false \
+      -Dcpp_args="-fsanitize=fuzzer-no-link -fno-sanitize-recover=all"
+  fi
+  echo "== fuzz: each target for ${SHMSTATE_FUZZ_SECONDS:-30} s"
+  setup_step "build ($FUZZ_DIR fuzz targets)" ninja -C "$FUZZ_DIR" tests/fuzz/fuzz_segment tests/fuzz/fuzz_snapshot \
+    tests/fuzz/fuzz_store tools/shmstate
+  for target in fuzz_segment fuzz_snapshot fuzz_store; do
+    if "$ROOT/tools/fuzz.sh" "$target" "${SHMSTATE_FUZZ_SECONDS:-30}" "$FUZZ_DIR"; then
+      echo "fuzz $target: no crash"
+      fuzz_passed=$(( ${fuzz_passed:-0} + 1 ))
+    else
+      echo "fuzz $target: FOUND A CRASH (input saved in tests/fuzz/corpus/$target/)"
+      status=1
+      fuzz_failed=$(( ${fuzz_failed:-0} + 1 ))
+    fi
+  done
+fi
+
 python3 - "${logs[@]}" <<'PY'
 import json, sys
 passed = failed = skipped = 0
@@ -59,4 +84,5 @@ for path in sys.argv[1:]:
         else: failed += 1
 print(f"{passed} passed, {failed} failed, {skipped} skipped")
 PY
+[ -n "${fuzz_passed:-}${fuzz_failed:-}" ] && echo "fuzz: ${fuzz_passed:-0} targets clean, ${fuzz_failed:-0} found a crash"
 exit $status
