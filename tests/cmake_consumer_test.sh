@@ -21,13 +21,14 @@ if [ "$(basename "$1")" = ccache ]; then
 fi
 compiler+=(-DCMAKE_CXX_COMPILER="$1")
 
-cmake -S "$source_root/tests/consumer" -B "$WORK/build" "${compiler[@]}" \
+# Ninja: tools/setup.sh installs ninja-build, not make.
+cmake -G Ninja -S "$source_root/tests/consumer" -B "$WORK/build" "${compiler[@]}" \
   -DCMAKE_PREFIX_PATH="$STAGE$PREFIX" -DCMAKE_BUILD_TYPE=Release >"$WORK/configure.log" 2>&1 ||
   { cat "$WORK/configure.log" >&2; fail "cmake configure"; }
 grep -- "-- shmstate " "$WORK/configure.log"
 cmake --build "$WORK/build" >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; fail "cmake --build"; }
 # C++20 came from the target, not from the project.
-grep -q -- "-std=\(gnu\|c\)++20" "$WORK/build/CMakeFiles/consumer.dir/flags.make" ||
+grep -q -- "-std=\(gnu\|c\)++20" "$WORK/build/build.ninja" ||
   fail "cxx_std_20 did not reach the consumer's compile flags"
 # The build tree's RPATH points into the staged prefix: no LD_LIBRARY_PATH.
 "$WORK/build/consumer" || fail "the CMake-built consumer failed"
