@@ -88,7 +88,7 @@ TEST_CASE("another user can neither open, read through the CLI, nor remove a 060
       if (r.signal != 0 || r.status == 0 || r.out.find("42") != std::string::npos) return 5;
       if (r.err.find("ermission") == std::string::npos) return 6;
     }
-    auto r = run_cli({"remove", t.name()});
+    auto r = run_cli({"rm", t.name()});
     if (r.status == 0) return 7;
     return 0;
   });
