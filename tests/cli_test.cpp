@@ -887,3 +887,106 @@ TEST_CASE("swap: a filter that printed valid JSON and then failed or was killed 
 }
 
 }  // TEST_SUITE("cli")
+
+TEST_SUITE("cli") {
+
+// Issue 6, "CLI messages": each check below failed before its fix.
+TEST_CASE("messages: one short line whatever was quoted; usage errors exit 2; 'an'; numbers as JSON writes them") {
+  test::TempSegment seg("climsg");
+  const std::string s = seg.name();
+  REQUIRE(shm({"create", s, "--size", "4M"}).status == 0);
+  REQUIRE(shm({"new", s, "atom", "a", "--init", "1"}).status == 0);
+  REQUIRE(shm({"new", s, "int64", "n", "--init", "5"}).status == 0);
+
+  // One line on stderr, holding at most a short prefix of what was quoted.
+  auto one_short_line = [](const test::RunResult& r) {
+    CHECK_MESSAGE(std::count(r.err.begin(), r.err.end(), '\n') == 1, describe(r).substr(0, 2000));
+    CHECK_MESSAGE(r.err.size() < 400, describe(r).substr(0, 2000));
+  };
+  SUBCASE("an invalid 2 MB filter output") {
+    auto r = shm_within(30, {"swap", s, "a", "--", "sh", "-c",
+                             "cat >/dev/null; head -c 2000000 /dev/zero | tr '\\0' x; printf '\\nmore\\n'"});
+    CHECK_EXIT(r, 1);
+    CHECK(contains(r.err, "invalid JSON"));
+    CHECK(contains(r.err, "'xxxxxxxxxx"));
+    one_short_line(r);
+    CHECK(line_of(shm({"get", s, "a"})) == "1");
+  }
+  SUBCASE("an invalid value, --init, delta, store filter output") {
+    const std::string big = "[" + std::string(5000, '1') + "\n,";
+    for (const auto& args : std::vector<std::vector<std::string>>{
+             {"set", s, "a", big}, {"new", s, "atom", "b", "--init", big}, {"add", s, "n", big}}) {
+      CAPTURE(args[0]);
+      auto r = shm(args);
+      CHECK_EXIT(r, 1);
+      CHECK(contains(r.err, "invalid JSON"));
+      one_short_line(r);
+    }
+    test::TempDir dir;
+    auto r = shm({"store", "update", dir.file("s.json"), "--", "sh", "-c", "cat >/dev/null; seq 100000"});
+    CHECK_EXIT(r, 1);
+    one_short_line(r);
+  }
+  SUBCASE("usage errors quoting long arguments") {
+    const std::string big(5000, 'q');
+    for (const auto& args : std::vector<std::vector<std::string>>{
+             {big}, {"list", "--" + big}, {"create", s, "--size", big}, {"new", s, big, "w"}}) {
+      auto r = shm(args);
+      CHECK_EXIT(r, 2);
+      CHECK(!contains(r.err, std::string(100, 'q')));
+    }
+    auto r = shm({"get", std::string(3000, 'x') + "\nz", "n"});
+    CHECK_EXIT(r, 1);
+    one_short_line(r);
+  }
+  SUBCASE("every bad option value is a usage error (exit 2), naming the problem") {
+    const std::vector<std::pair<std::vector<std::string>, std::string>> bad = {
+        {{"create", s + "x", "--size", "0"}, "too small"},
+        {{"create", s + "x", "--mode", "0400"}, "0600"},
+        {{"create", s + "x", "--mode", "01777"}, "at most 0777"},
+        {{"create", s + "x", "--max-objects", "0"}, "max_objects must be 1..65536"},
+        {{"create", s + "x", "--max-objects", "65537"}, "max_objects must be 1..65536"},
+        {{"create", s + "x", "--size", "2000G"}, "at most 1 TiB"},
+    };
+    for (const auto& [args, why] : bad) {
+      CAPTURE(args[2] + " " + args[3]);
+      auto r = shm(args);
+      CHECK_EXIT(r, 2);
+      CHECK(contains(r.err, why));
+      CHECK(contains(r.err, "usage: shmstate create"));
+      CHECK(!shmstate::Segment::exists(s + "x"));
+    }
+    // An existing segment is no usage error.
+    CHECK_EXIT(shm({"create", s}), 1);
+  }
+  SUBCASE("a missing command after -- is said so") {
+    for (const auto& args : std::vector<std::vector<std::string>>{{"swap", s, "a", "--"}, {"swap", s, "a"}}) {
+      auto r = shm(args);
+      CHECK_EXIT(r, 2);
+      CHECK(contains(r.err, "command to run is missing"));
+      CHECK(!contains(r.err, "expected 2 arguments, got 2"));
+    }
+    auto r = shm({"store", "get"});
+    CHECK_EXIT(r, 2);
+    CHECK(!contains(r.err, "expected 1 argument, got 1"));
+    CHECK(contains(r.err, "expected at least 2 arguments, got 1"));
+  }
+  SUBCASE("articles and numbers") {
+    auto r = shm({"set", s, "n", "1.5"});
+    CHECK_EXIT(r, 1);
+    CHECK(contains(r.err, "an int64 takes"));
+    CHECK(contains(r.err, "not 1.5\n"));
+    r = shm({"set", s, "n", "1E3"});
+    CHECK(contains(r.err, "not 1000.0\n"));
+    CHECK(!contains(r.err, "E3"));
+    CHECK(!contains(r.err, "E0"));
+    r = shm({"new", s, "int64", "a"});
+    CHECK_EXIT(r, 1);
+    CHECK(contains(r.err, "already exists (an atom)"));
+    r = shm({"add", s, "a", "1"});
+    CHECK_EXIT(r, 1);
+    CHECK(contains(r.err, "an atom has no number"));
+  }
+}
+
+}  // TEST_SUITE("cli")

@@ -121,6 +121,10 @@ struct UsageError {
 
 const std::vector<Command>& commands();
 
+// How every message quotes what the user (or a filter) gave: a short
+// one-line prefix, so a 2 MB value cannot make a 2 MB, multi-line message.
+std::string quoted(std::string_view text) { return "'" + inspect::excerpt(text) + "'"; }
+
 void print_top_usage(std::FILE* out) {
   std::fprintf(out,
                "usage: shmstate COMMAND [ARGS...]\n"
@@ -188,12 +192,13 @@ Args parse_command(const Command& c, int argc, char** argv, int first) {
         args.options.emplace_back(name, argv[++i]);
       }
     } else {
-      throw UsageError{"unknown option '" + std::string(a) + "'", &c};
+      throw UsageError{"unknown option " + quoted(a), &c};
     }
   }
-  if (!args.help && (c.more ? args.positional.size() <= c.positionals : args.positional.size() != c.positionals))
-    throw UsageError{"expected " + std::to_string(c.positionals) + " argument" + (c.positionals == 1 ? "" : "s") +
-                         ", got " + std::to_string(args.positional.size()),
+  if (!args.help && (c.more ? args.positional.size() < c.positionals : args.positional.size() != c.positionals))
+    throw UsageError{"expected " + std::string(c.more ? "at least " : "") + std::to_string(c.positionals) +
+                         " argument" + (c.positionals == 1 ? "" : "s") + ", got " +
+                         std::to_string(args.positional.size()),
                      &c};
   return args;
 }
@@ -205,7 +210,7 @@ T parse_number(const Args& a, std::string_view option, std::string_view text, in
   T v{};
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v, base);
   if (ec != std::errc() || end != text.data() + text.size() || text.empty())
-    throw UsageError{"bad value '" + std::string(text) + "' for " + std::string(option), a.command};
+    throw UsageError{"bad value " + quoted(text) + " for " + std::string(option), a.command};
   return v;
 }
 
@@ -222,15 +227,14 @@ std::size_t parse_size(const Args& a, std::string_view text) {
   }
   auto n = parse_number<std::uint64_t>(a, "--size", shift ? text.substr(0, text.size() - 1) : text, 10);
   if (n > (std::numeric_limits<std::size_t>::max() >> shift))
-    throw UsageError{"--size " + std::string(text) + " is too large", a.command};
+    throw UsageError{"--size " + quoted(text) + " is too large", a.command};
   return static_cast<std::size_t>(n) << shift;
 }
 
 // The `what` of inspect::parse_json: names segment, object and the text.
 std::string json_arg(std::string_view segment, std::string_view object, std::string_view role,
                      std::string_view text) {
-  return "segment '" + std::string(segment) + "', object '" + std::string(object) + "': " + std::string(role) +
-         " '" + std::string(text) + "'";
+  return "segment " + quoted(segment) + ", object " + quoted(object) + ": " + std::string(role) + " " + quoted(text);
 }
 
 void print_line(const std::string& s) {
@@ -263,6 +267,11 @@ int cmd_create(const Args& a) {
   if (auto v = a.option("--size")) o.size = parse_size(a, *v);
   if (auto v = a.option("--mode")) o.mode = parse_number<unsigned>(a, "--mode", *v, 8);
   if (auto v = a.option("--max-objects")) o.max_objects = parse_number<std::uint32_t>(a, "--max-objects", *v, 10);
+  try {
+    shmstate::Segment::check_options(a.positional[0], o);  // bad option values are usage errors (exit 2)
+  } catch (const shmstate::Error& e) {
+    throw UsageError{e.what(), a.command};
+  }
   shmstate::Segment::create(a.positional[0], o);
   return kOk;
 }
@@ -277,7 +286,7 @@ int cmd_new(const Args& a) {
   std::optional<shmstate::Kind> kind;
   for (auto k : inspect::creatable_kinds())
     if (shmstate::kind_name(k) == kind_text) kind = k;
-  if (!kind) throw UsageError{"unknown kind '" + kind_text + "': KIND is one of " + kinds_text(), a.command};
+  if (!kind) throw UsageError{"unknown kind " + quoted(kind_text) + ": KIND is one of " + kinds_text(), a.command};
   boost::json::value initial;  // null: the kind's zero value
   inspect::CreateOptions options;   // the kind's own options, without "--"
   for (const auto& [name, value] : a.options) {
@@ -327,7 +336,7 @@ int cmd_add(const Args& a) {
 std::string run_filter(const std::string& where, const std::vector<std::string>& argv, const std::string& input,
                        std::size_t cap, std::string_view cap_reason) {
   auto fail = [&](const std::string& what) {
-    return shmstate::Error(shmstate::ErrorCode::Io, where + ": filter '" + argv[0] + "' " + what);
+    return shmstate::Error(shmstate::ErrorCode::Io, where + ": filter " + quoted(argv[0]) + " " + what);
   };
   auto sys_fail = [&](const char* call) { return fail(std::string(call) + ": " + std::strerror(errno)); };
   int in[2], out[2];
@@ -425,6 +434,7 @@ std::string run_filter(const std::string& where, const std::vector<std::string>&
 int cmd_swap(const Args& a) {
   const std::string& seg = a.positional[0];
   const std::string& name = a.positional[1];
+  if (a.positional.size() == 2) throw UsageError{"the command to run is missing (after --)", a.command};
   std::vector<std::string> filter(a.positional.begin() + 2, a.positional.end());
   ::signal(SIGPIPE, SIG_IGN);  // a filter that ignores stdin must not kill us
   auto segment = shmstate::Segment::open(seg);
@@ -432,10 +442,10 @@ int cmd_swap(const Args& a) {
   // can hold is longer than the segment: that caps the filter's output.
   const std::size_t cap = segment.info().size;
   auto result = inspect::swap(segment, name, [&](const boost::json::value& current) {
-    std::string out = run_filter("segment '" + seg + "', object '" + name + "'", filter,
+    std::string out = run_filter("segment " + quoted(seg) + ", object " + quoted(name), filter,
                                  inspect::to_text(current) + "\n", cap,
                                  "the segment's size: no longer value fits in it");
-    return inspect::parse_json(out, json_arg(seg, name, "output of filter '" + filter[0] + "':", out));
+    return inspect::parse_json(out, json_arg(seg, name, "output of filter " + quoted(filter[0]) + ":", out));
   });
   print_line(inspect::to_text(result));
   return kOk;
@@ -448,7 +458,7 @@ constexpr std::size_t kMaxStoreFilterOutput = std::size_t{256} << 20;
 int cmd_store(const Args& a) {
   const std::string& sub = a.positional[0];
   const std::string& file = a.positional[1];
-  const std::string where = "store '" + file + "'";
+  const std::string where = "store '" + inspect::excerpt(file, 256) + "'";
   if (sub == "get") {
     if (a.positional.size() != 2) throw UsageError{"store get takes one FILE", a.command};
     if (::access(file.c_str(), F_OK) != 0 && errno == ENOENT)
@@ -456,15 +466,15 @@ int cmd_store(const Args& a) {
     print_line(inspect::to_text(shmstate::Store::open(file).value()));
     return kOk;
   }
-  if (sub != "update") throw UsageError{"unknown store command '" + sub + "': use get or update", a.command};
-  if (a.positional.size() < 3) throw UsageError{"store update needs a command after --", a.command};
+  if (sub != "update") throw UsageError{"unknown store command " + quoted(sub) + ": use get or update", a.command};
+  if (a.positional.size() < 3) throw UsageError{"store update: the command to run is missing (after --)", a.command};
   std::vector<std::string> filter(a.positional.begin() + 2, a.positional.end());
   ::signal(SIGPIPE, SIG_IGN);  // a filter that ignores stdin must not kill us
   auto store = shmstate::Store::open(file);
   const auto& result = store.update([&](boost::json::value& v) {
     std::string out = run_filter(where, filter, inspect::to_text(v) + "\n", kMaxStoreFilterOutput,
                                  "the most store update takes: a store is read whole into memory");
-    v = inspect::parse_json(out, where + ": output of filter '" + filter[0] + "': '" + out + "'");
+    v = inspect::parse_json(out, where + ": output of filter " + quoted(filter[0]) + ": " + quoted(out));
   });
   print_line(inspect::to_text(result));
   return kOk;
@@ -530,7 +540,7 @@ const std::vector<Command>& commands() {
        "and durably, keeping its mode; it is written compact. If CMD fails, is killed\n"
        "or prints invalid JSON, nothing changes (exit 1). Prints the new value.\n"
        "  example: shmstate store update runs.json -- jq -c '. + [now]'\n",
-       {}, {}, 1, cmd_store, true},
+       {}, {}, 2, cmd_store, true},
   };
   return table;
 }
@@ -568,7 +578,7 @@ int run(int argc, char** argv) {
     }
     return c.run(args);
   }
-  throw UsageError{"unknown command '" + std::string(first) + "'", nullptr};
+  throw UsageError{"unknown command " + quoted(first), nullptr};
 }
 
 }  // namespace

@@ -147,6 +147,12 @@ class SHMSTATE_API Segment {
   // InvalidArgument for a bad name or options, PermissionDenied, Io.
   static Segment create(std::string_view name, const SegmentOptions& options = {});
 
+  // Throws InvalidArgument (naming segment `name`) exactly when create()
+  // would refuse `options`: mode, max_objects or size out of bounds. Looks
+  // neither at the name's validity nor at /dev/shm. For callers that tell
+  // bad options apart from other failures (the CLI's usage errors).
+  static void check_options(std::string_view name, const SegmentOptions& options);
+
   // Opens an existing segment. Throws NotFound, LayoutMismatch (not ours, or
   // another layout version: the message names both), Corrupt, PermissionDenied.
   static Segment open(std::string_view name);

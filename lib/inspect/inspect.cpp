@@ -138,19 +138,7 @@ std::string to_text(const json::value& value) {
   return out;
 }
 
-std::string excerpt(std::string_view text, std::size_t max) {
-  std::string out(text.substr(0, text.size() > max ? max - 3 : max));
-  if (text.size() > max) {
-    // Back up to the start of a UTF-8 sequence (not a continuation byte).
-    std::size_t end = out.size();
-    while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
-    out.resize(end);
-    out += "...";
-  }
-  for (char& c : out)
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) c = ' ';
-  return out;
-}
+std::string excerpt(std::string_view text, std::size_t max) { return platform::excerpt(text, max); }
 
 std::vector<Kind> creatable_kinds() {
   std::vector<Kind> out;

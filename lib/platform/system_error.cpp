@@ -49,14 +49,28 @@ void throw_errno(int err, std::string_view context) {
 
 std::string where(std::string_view segment, std::string_view object) {
   std::string s = "segment '";
-  s += segment;
+  s += excerpt(segment, kMaxQuotedName);
   s += "'";
   if (!object.empty()) {
     s += ", object '";
-    s += object;
+    s += excerpt(object, kMaxQuotedName);
     s += "'";
   }
   return s;
+}
+
+std::string excerpt(std::string_view text, std::size_t max) {
+  std::string out(text.substr(0, text.size() > max ? max - 3 : max));
+  if (text.size() > max) {
+    // Back up to the start of a UTF-8 sequence (not a continuation byte).
+    std::size_t end = out.size();
+    while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+    out.resize(end);
+    out += "...";
+  }
+  for (char& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) c = ' ';
+  return out;
 }
 
 }  // namespace platform

@@ -33,7 +33,7 @@ void validate_segment_name(std::string_view name) {
   for (char c : name) ok = ok && is_name_char(c, false);
   if (!ok)
     throw Error(ErrorCode::InvalidArgument,
-                "invalid segment name '" + std::string(name.substr(0, 256)) +
+                "invalid segment name '" + platform::excerpt(name, platform::kMaxQuotedName) +
                     "': use 1.." + std::to_string(kMaxSegmentNameLength) +
                     " characters from [A-Za-z0-9._-], not starting with '.'");
 }
@@ -43,7 +43,7 @@ void validate_object_name(std::string_view segment, std::string_view object) {
   for (char c : object) ok = ok && is_name_char(c, true);
   if (!ok)
     throw Error(ErrorCode::InvalidArgument,
-                platform::where(segment) + ": invalid object name '" + std::string(object.substr(0, 256)) +
+                platform::where(segment) + ": invalid object name '" + platform::excerpt(object, platform::kMaxQuotedName) +
                     "': use 1.." + std::to_string(kMaxObjectNameLength) + " characters from [A-Za-z0-9._:-]");
 }
 
@@ -61,7 +61,7 @@ std::optional<ObjectInfo> SegmentImpl::read_entry(std::uint32_t index) const {
   // Bytes after the NUL would make the name one thing to a lister and
   // another to a lookup (which compares the whole field).
   for (std::size_t i = object.size() + 1; i < sizeof e.name; ++i)
-    if (e.name[i] != '\0') throw corrupt("name '" + object.substr(0, 64) + "' has bytes after its NUL");
+    if (e.name[i] != '\0') throw corrupt("name '" + platform::excerpt(object, 64) + "' has bytes after its NUL");
   try {
     validate_object_name(name, object);
   } catch (const Error&) {

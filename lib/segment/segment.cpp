@@ -190,6 +190,10 @@ Segment open_mapped(std::string_view name) {
 
 }  // namespace
 
+void Segment::check_options(std::string_view name, const SegmentOptions& options) {
+  validate_options(name, options);
+}
+
 Segment Segment::create(std::string_view name, const SegmentOptions& options) {
   detail::validate_segment_name(name);
   validate_options(name, options);
