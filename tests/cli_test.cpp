@@ -327,13 +327,13 @@ TEST_CASE("create --size suffixes and bounds") {
   CHECK(size_of() == 40960);
   REQUIRE(shmstate::Segment::remove(s));
 
-  // G multiplies by 2^30: 2000G is over the library's 1 TiB limit (an error
-  // from the library, exit 1, before anything is allocated).
+  // G multiplies by 2^30: 2000G is over the library's 1 TiB limit (a bad
+  // option value: a usage error, exit 2, before anything is allocated).
   auto r = shm({"create", s, "--size", "2000G"});
-  CHECK_EXIT(r, 1);
+  CHECK_EXIT(r, 2);
   CHECK(contains(r.err, "1 TiB"));
   r = shm({"create", s, "--size", "100"});
-  CHECK_EXIT(r, 1);
+  CHECK_EXIT(r, 2);
   CHECK(contains(r.err, "too small"));
   CHECK_FALSE(shmstate::Segment::exists(s));
 }
@@ -363,7 +363,7 @@ TEST_CASE("create --mode is applied exactly, whatever the umask") {
   REQUIRE(shmstate::Segment::remove(s));
 
   r = shm({"create", s, "--mode", "0400"});
-  CHECK_EXIT(r, 1);
+  CHECK_EXIT(r, 2);
   CHECK(contains(r.err, "0600"));
 }
 
