@@ -7,7 +7,7 @@
 #   tools/test.sh --suite unit      extra arguments go to `meson test` (main build only)
 #   SHMSTATE_SANITIZE=0 tools/test.sh   skip the sanitizer build
 #   SHMSTATE_CLANG=0 tools/test.sh      skip the clang build
-#   SHMSTATE_FUZZ=0 tools/test.sh       skip the libFuzzer runs (SHMSTATE_FUZZ_SECONDS: per target, default 30)
+#   SHMSTATE_FUZZ=0 tools/test.sh       skip the libFuzzer runs (SHMSTATE_FUZZ_SECONDS: per target, default 20)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
@@ -58,11 +58,11 @@ if [ "${SHMSTATE_FUZZ:-1}" != 0 ] && [ $# -eq 0 ]; then
       -Dwerror=true -Dtest_hooks=true -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false \
       -Dcpp_args="-fsanitize=fuzzer-no-link -fno-sanitize-recover=all"
   fi
-  echo "== fuzz: each target for ${SHMSTATE_FUZZ_SECONDS:-30} s"
+  echo "== fuzz: each target for ${SHMSTATE_FUZZ_SECONDS:-20} s"
   setup_step "build ($FUZZ_DIR fuzz targets)" ninja -C "$FUZZ_DIR" tests/fuzz/fuzz_segment tests/fuzz/fuzz_snapshot \
     tests/fuzz/fuzz_store tools/shmstate
   for target in fuzz_segment fuzz_snapshot fuzz_store; do
-    if "$ROOT/tools/fuzz.sh" "$target" "${SHMSTATE_FUZZ_SECONDS:-30}" "$FUZZ_DIR"; then
+    if "$ROOT/tools/fuzz.sh" "$target" "${SHMSTATE_FUZZ_SECONDS:-20}" "$FUZZ_DIR"; then
       echo "fuzz $target: no crash"
       fuzz_passed=$(( ${fuzz_passed:-0} + 1 ))
     else
