@@ -948,7 +948,10 @@ TEST_CASE("messages: one short line whatever was quoted; usage errors exit 2; 'a
         {{"create", s + "x", "--max-objects", "65537"}, "max_objects must be 1..65536"},
         {{"create", s + "x", "--size", "2000G"}, "at most 1 TiB"},
     };
-    for (const auto& [args, why] : bad) {
+    for (const auto& bad_case : bad) {
+      // No structured binding: clang 14 cannot capture one in CAPTURE's lambda.
+      const auto& args = bad_case.first;
+      const auto& why = bad_case.second;
       CAPTURE(args[2] + " " + args[3]);
       auto r = shm(args);
       CHECK_EXIT(r, 2);
