@@ -22,6 +22,7 @@
 #include <shmstate/version.hpp>
 
 #include "segment/layout.hpp"
+#include "support/cli.hpp"
 #include "support/proc.hpp"
 #include "support/run.hpp"
 #include "support/temp_dir.hpp"
@@ -30,25 +31,9 @@ namespace json = boost::json;
 
 namespace {
 
-const std::string& cli_path() {
-  static const std::string path = [] {
-    const char* p = std::getenv("SHMSTATE_CLI");
-    return std::string(p != nullptr ? p : "");
-  }();
-  return path;
-}
-
-// Runs `shmstate args...`.
-test::RunResult shm(std::vector<std::string> args) {
-  REQUIRE_MESSAGE(!cli_path().empty(), "set SHMSTATE_CLI to the shmstate binary (meson test does)");
-  args.insert(args.begin(), cli_path());
-  return test::run(args);
-}
-
-std::string describe(const test::RunResult& r) {
-  return "status " + std::to_string(r.status) + ", signal " + std::to_string(r.signal) + "\n--- stdout:\n" + r.out +
-         "--- stderr:\n" + r.err;
-}
+using test::cli_path;
+using test::describe;
+using test::shm;
 
 bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;

@@ -78,7 +78,12 @@ class SHMSTATE_API Atom {
 
   // The current value. An unchanged value costs one atomic load and a cache
   // hit (no parse, no copy of the JSON: the Value is shared and immutable).
-  // Throws Corrupt if the segment holds bytes that are not valid JSON.
+  // Throws Corrupt (naming segment and object, never a crash or a null Value)
+  // if the segment holds bytes that are not valid JSON, a published word
+  // whose version no count of writes reaches (above 2^62: all ones, say), or
+  // an active buffer descriptor whose offset, capacity or length leaves the
+  // heap or its block. Every reader (deref_versioned, AtomicReference::get,
+  // the CLI's get and dump) reads through this one check.
   Value deref() const;
 
   // The current version: 0 for the initial value, +1 per change.
@@ -113,7 +118,9 @@ class SHMSTATE_API Atom {
 
   // Sets the value unconditionally; returns it. reset_vals returns {old, new}.
   // reset also repairs an atom whose stored value is damaged (every other
-  // operation reports Corrupt then): old is JSON null in that case.
+  // operation reports Corrupt then): old is JSON null in that case. A
+  // published version beyond 2^62 is not repaired (versions never go back):
+  // every write, reset too, throws Corrupt then.
   Value reset(boost::json::value value);
   std::pair<Value, Value> reset_vals(boost::json::value value);
 

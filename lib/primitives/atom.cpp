@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <new>
 #include <thread>
@@ -50,6 +51,12 @@ class WriterLock {
  private:
   std::optional<platform::RobustLock> lock_;
 };
+
+std::string hex(std::uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
 
 // A value quoted in a message: a short one-line prefix.
 std::string shortened(const json::value& v) { return inspect::excerpt(inspect::to_text(v)); }
@@ -149,7 +156,7 @@ AtomSnapshot AtomCore::read() const {
     std::uint64_t word = state_->current.load(std::memory_order_acquire);
     {
       std::lock_guard<std::mutex> g(cache_mu_);
-      if (word == cache_word_) return {atom_version(word), cache_value_};
+      if (cache_valid_ && word == cache_word_) return {atom_version(word), cache_value_};
     }
     const AtomBuffer& b = state_->buffers[atom_buffer(word)];
     std::uint64_t offset = b.offset.load(std::memory_order_relaxed);
@@ -165,17 +172,23 @@ AtomSnapshot AtomCore::read() const {
       if (attempt > 64) std::this_thread::yield();
       continue;  // a writer published meanwhile: the copy may be torn
     }
+    if (atom_version(word) > kMaxAtomVersion)
+      throw Error(ErrorCode::Corrupt, where() + ": corrupt published word: version " +
+                                          std::to_string(atom_version(word)) + " is beyond any reachable version (word 0x" + hex(word) + ")");
     if (!sane)
-      throw Error(ErrorCode::Corrupt, where() + ": value buffer of version " + std::to_string(atom_version(word)) +
-                                          " lies outside the heap");
+      throw Error(ErrorCode::Corrupt, where() + ": corrupt value buffer of version " +
+                                          std::to_string(atom_version(word)) + ": offset " + std::to_string(offset) +
+                                          ", capacity " + std::to_string(capacity) + ", length " +
+                                          std::to_string(length) + " is not a block inside the heap");
     boost::system::error_code ec;
     json::value parsed = parse_json_exact(bytes, ec);
     if (ec)
       throw Error(ErrorCode::Corrupt, where() + ": version " + std::to_string(atom_version(word)) +
-                                          " is not valid JSON (" + ec.message() + ")");
+                                          " is corrupt: not valid JSON (" + ec.message() + ")");
     auto value = std::make_shared<const json::value>(std::move(parsed));
     std::lock_guard<std::mutex> g(cache_mu_);
-    if (cache_word_ == ~std::uint64_t{0} || atom_version(word) > atom_version(cache_word_)) {
+    if (!cache_valid_ || atom_version(word) > atom_version(cache_word_)) {
+      cache_valid_ = true;
       cache_word_ = word;
       cache_value_ = value;
     }
@@ -196,6 +209,11 @@ void AtomCore::validate(const json::value& v) const {
 
 std::uint64_t AtomCore::publish_locked(const std::string& bytes) {
   std::uint64_t word = state_->current.load(std::memory_order_relaxed);  // only writers store it
+  // Versions only count up, one per write: a bigger one is damage, and
+  // version + 1 must never wrap to an older version.
+  if (atom_version(word) >= kMaxAtomVersion)
+    throw Error(ErrorCode::Corrupt, where() + ": corrupt published word: version " +
+                                        std::to_string(atom_version(word)) + " is beyond any reachable version (word 0x" + hex(word) + ")");
   unsigned target = atom_buffer(word) ^ 1;
   AtomBuffer& b = state_->buffers[target];
   std::uint64_t length = bytes.size();
@@ -254,6 +272,7 @@ void AtomCore::commit_locked(std::uint64_t old_version, const Atom::Value& value
     throw;
   }
   std::lock_guard<std::mutex> g(cache_mu_);
+  cache_valid_ = true;
   cache_word_ = state_->current.load(std::memory_order_relaxed);
   cache_value_ = value;
 }

@@ -94,7 +94,10 @@ class AtomCore : public std::enable_shared_from_this<AtomCore> {
   std::string object_;
 
   mutable std::mutex cache_mu_;
-  mutable std::uint64_t cache_word_ = ~std::uint64_t{0};
+  // cache_value_ is version cache_word_'s value when cache_valid_. A flag, not
+  // a marker word: every word, all ones too, can be read from a damaged segment.
+  mutable bool cache_valid_ = false;
+  mutable std::uint64_t cache_word_ = 0;
   mutable Atom::Value cache_value_;
 
   // Watch state; all guarded by watch_mu_.

@@ -46,6 +46,11 @@ static_assert(sizeof(AtomState) == 192);
 static_assert(offsetof(AtomState, writer) == 128);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
+// The highest version a reader accepts (2^62: centuries of writes at one per
+// nanosecond). A published word beyond it, all ones say, is damage: Corrupt,
+// never a value, and the writer's version + 1 can never wrap around.
+inline constexpr std::uint64_t kMaxAtomVersion = std::uint64_t{1} << 62;
+
 constexpr std::uint64_t atom_version(std::uint64_t word) { return word >> 1; }
 constexpr unsigned atom_buffer(std::uint64_t word) { return static_cast<unsigned>(word & 1); }
 
