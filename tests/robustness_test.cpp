@@ -134,8 +134,20 @@ TEST_CASE("crash point: open_or_create after a creator died before publishing") 
 
 enum class Next { SameName, OtherNameFirst, OtherProcess };
 
+// Makes every name hash alike while alive (this process and the children it
+// forks): all names share one probe path of the registry index.
+struct CollidingNames {
+  static std::uint32_t same(std::string_view) noexcept { return 12345; }
+  explicit CollidingNames(bool on) {
+    if (on) d::name_hash = &same;
+  }
+  ~CollidingNames() { d::name_hash = &d::fnv1a_name_hash; }
+};
+
 // A child armed at `point` dies while creating "obj"; then `next` happens.
-void object_creator_dies(const char* point, Next next) {
+// `published`: the point comes after the publication (the object exists).
+void object_creator_dies(const char* point, Next next, bool published, bool collide) {
+  CollidingNames hashes(collide);
   test::TempSegment t("crash");
   Segment seg = Segment::create(t.name(), {.size = 64 * 1024, .mode = 0600, .max_objects = 4});
   seg.atomic<std::int64_t>("before", 11);
@@ -149,24 +161,35 @@ void object_creator_dies(const char* point, Next next) {
   });
   REQUIRE(victim.exit_code_within(10s) == kCrashExitCode);
 
-  // The dead creator's reservation is there, unpublished, with its pid...
-  bool found_reservation = false;
-  for (const auto& e : entries(seg))
-    if (e.state == d::kEntryReserving && e.name == "obj" && e.owner_pid == victim.pid()) found_reservation = true;
-  CHECK(found_reservation);
-  // ...and readers never see it.
-  CHECK_FALSE(listed(seg, "obj"));
-  CHECK_FALSE(seg.find("obj").has_value());
-  CHECK(seg.objects().size() == 1);
-  CHECK(seg.info().object_count == 1);
-  CHECK_THROWS_AS(seg.open_atomic<std::int64_t>("obj"), shmstate::Error);
+  if (published) {
+    // Published: found by name and listed, before anyone repairs anything.
+    CHECK(listed(seg, "obj"));
+    REQUIRE(seg.find("obj").has_value());
+    CHECK(seg.open_atomic<std::int64_t>("obj").get() == 5);
+    CHECK(seg.info().problem.empty());
+  } else {
+    // The dead creator's reservation is there, unpublished, with its pid...
+    bool found_reservation = false;
+    for (const auto& e : entries(seg))
+      if (e.state == d::kEntryReserving && e.name == "obj" && e.owner_pid == victim.pid()) found_reservation = true;
+    CHECK(found_reservation);
+    // ...and readers never see it.
+    CHECK_FALSE(listed(seg, "obj"));
+    CHECK_FALSE(seg.find("obj").has_value());
+    CHECK(seg.objects().size() == 1);
+    CHECK(seg.info().object_count == 1);
+    CHECK_THROWS_AS(seg.open_atomic<std::int64_t>("obj"), shmstate::Error);
+  }
+  const std::int64_t initial = published ? 5 : 7;
 
   switch (next) {
     case Next::SameName: {
       // The next creator takes the registry mutex (owner died), reclaims the
-      // reservation and creates the object with its own initial value.
+      // reservation and creates the object with its own initial value (or
+      // finds the published one).
       auto obj = seg.atomic<std::int64_t>("obj", 7);
-      CHECK(obj.get() == 7);
+      CHECK(obj.get() == initial);
+      obj.set(7);
       CHECK(obj.add_and_get(1) == 8);
       break;
     }
@@ -174,14 +197,18 @@ void object_creator_dies(const char* point, Next next) {
       auto other = seg.atomic<double>("other", 0.5);
       CHECK(other.get() == 0.5);
       CHECK_FALSE(any_reserving(seg));  // reclaimed by whoever took the mutex next
-      CHECK_FALSE(seg.find("obj").has_value());
+      CHECK(seg.find("obj").has_value() == published);
       auto obj = seg.atomic<std::int64_t>("obj", 7);
+      CHECK(obj.get() == initial);
+      obj.set(7);
       CHECK(obj.add_and_get(1) == 8);
       break;
     }
     case Next::OtherProcess: {
       test::Child next_creator([&] {
         auto obj = Segment::open(t.name()).atomic<std::int64_t>("obj", 7);
+        if (obj.get() != initial) return 2;
+        obj.set(7);
         return obj.add_and_get(1) == 8 ? 0 : 1;
       });
       CHECK(next_creator.exit_code_within(10s) == 0);
@@ -201,14 +228,27 @@ void object_creator_dies(const char* point, Next next) {
   // The registry mutex is healthy: creating more objects still works.
   CHECK(seg.atomic<bool>("after", true).get());
   CHECK_FALSE(any_reserving(seg));
+  // Entries, registry_used and the index agree: nothing lost or doubled.
+  CHECK(seg.impl().header->registry_used.load() == seg.objects().size());
+  CHECK_NOTHROW(seg.impl().check_registry(true));
+  CHECK(seg.info().problem.empty());
+  for (const auto& o : seg.objects()) CHECK(seg.find(o.name).has_value());
 }
 
 TEST_CASE("crash points while creating an object: the next creator succeeds, nothing half-made is listed") {
-  for (const char* point : {"registry.after_reserve", "registry.after_allocate", "registry.before_publish"}) {
-    for (Next next : {Next::SameName, Next::OtherNameFirst, Next::OtherProcess}) {
-      CAPTURE(point);
-      CAPTURE(static_cast<int>(next));
-      object_creator_dies(point, next);
+  const std::pair<const char*, bool> points[] = {{"registry.after_reserve", false},
+                                                 {"registry.after_index", false},
+                                                 {"registry.after_allocate", false},
+                                                 {"registry.before_publish", false},
+                                                 {"registry.after_publish", true}};
+  for (bool collide : {false, true}) {
+    for (auto [point, published] : points) {
+      for (Next next : {Next::SameName, Next::OtherNameFirst, Next::OtherProcess}) {
+        CAPTURE(point);
+        CAPTURE(collide);
+        CAPTURE(static_cast<int>(next));
+        object_creator_dies(point, next, published, collide);
+      }
     }
   }
 }

@@ -44,12 +44,6 @@ using test::error_of;
 // Bytes of one Atomic<T>'s shared state (value line + event-count line).
 constexpr std::uint64_t kAtomicStateSize = sizeof(shmstate::detail::AtomicState<std::int64_t>);
 
-#define CHECK_ERROR(expr, code_)                                  \
-  do {                                                            \
-    auto err_ = error_of([&] { (void)(expr); });                  \
-    CHECK_MESSAGE(err_.code() == (code_), "message: " << err_.what()); \
-  } while (0)
-
 // Sets the process umask for a scope.
 struct Umask {
   explicit Umask(mode_t m) : old(::umask(m)) {}
@@ -118,9 +112,7 @@ bool listed(const std::vector<shmstate::SegmentInfo>& list, const std::string& n
 constexpr std::uint64_t kHeader = sizeof(shmstate::detail::SegmentHeader);
 constexpr std::uint64_t kEntry = shmstate::detail::kRegistryEntrySize;
 
-std::uint64_t heap_begin_for(std::uint32_t max_objects) {
-  return shmstate::detail::align_up(kHeader + std::uint64_t{max_objects} * kEntry, 64);
-}
+using shmstate::detail::heap_begin_for;
 
 }  // namespace
 

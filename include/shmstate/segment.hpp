@@ -94,8 +94,9 @@ SHMSTATE_API std::optional<Kind> parse_kind(std::string_view name) noexcept;
 inline constexpr std::size_t kMaxSegmentNameLength = 200;
 inline constexpr std::size_t kMaxObjectNameLength = 63;
 
-// Layout version of segments this library creates and reads.
-inline constexpr std::uint32_t kLayoutVersion = 1;
+// Layout version of segments this library creates and reads (2: the
+// registry has a name index; version 1 segments are refused, LayoutMismatch).
+inline constexpr std::uint32_t kLayoutVersion = 2;
 
 // What a creating accessor (Segment::atomic, atom, atomic_reference, ...) does
 // when the name is taken. OpenOrCreate returns the existing object (or throws

@@ -296,6 +296,7 @@ std::string dump_text(const Segment& segment) {
   out << "  objects " << info.object_count << " of " << info.max_objects << "\n";
   out << "  created " << iso_utc(info.created) << " by pid " << info.creator_pid << " ("
       << process_state_name(info.creator_state) << ")\n";
+  if (!info.problem.empty()) out << "  problem: " << info.problem << "\n";
   auto objects = segment.objects();
   if (!objects.empty()) {
     std::size_t width = 4;

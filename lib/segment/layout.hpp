@@ -1,13 +1,15 @@
-// The bytes of a segment (layout version 1).
+// The bytes of a segment (layout version 2).
 //
 //   offset 0      SegmentHeader (1024 bytes)
 //   registry_offset   RegistryEntry[registry_capacity] (128 bytes each)
+//   index_offset  IndexSlot[index_capacity] (8 bytes each): the name index
 //   heap_begin    heap: objects' shared states (bump-allocated, permanent) and
 //                 value blocks (power-of-two classes, recycled through free lists)
 //   size          end of the file
 //
 // Fields never change after publication except: heap_top (atomic, only grows),
-// the registry mutex, and registry entries (see EntryState). magic and
+// the registry mutex, registry_used (only grows, under the mutex), registry
+// entries (see EntryState) and index slots (see "The name index"). magic and
 // layout_version stay at offsets 0 and 8 in every future layout, so any
 // version can be recognised and refused by name.
 #pragma once
@@ -32,6 +34,27 @@ inline constexpr std::uint64_t kMaxSegmentSize = std::uint64_t{1} << 40;
 inline constexpr unsigned kMinBlockShift = 6;
 inline constexpr unsigned kSizeClasses = 40 - kMinBlockShift + 1;
 
+// Registry entries are handed out in order: entries [0, registry_used) are
+// ready, the others free, except the one at registry_used while its creator
+// holds the registry mutex (reserving, or ready just before registry_used
+// moves past it).
+//
+// The name index. index_capacity is a power of two at least twice the
+// registry capacity (load at most 1/2: about 1.5 probes for a hit, 2.5 for a
+// miss). Slot word: 0 = empty, else (name_hash(name) << 32) | (entry + 1).
+// Linear probing from name_hash(name) & (index_capacity - 1); a slot is
+// written once, when its entry is reserved, and emptied again only when that
+// reservation dies unpublished (nothing was inserted after it, so no other
+// name's probe path runs through it). The hash is part of the layout: FNV-1a
+// over the name's bytes, folded to 32 bits (segment_impl.hpp, name_hash).
+// The index is a copy of what the entries say: it is checked against them
+// (SegmentImpl::check_registry) and a disagreement is Corrupt.
+constexpr std::uint32_t index_capacity_for(std::uint32_t registry_capacity) {
+  std::uint32_t c = 16;
+  while (c < 2 * std::uint64_t{registry_capacity}) c *= 2;
+  return c;
+}
+
 struct SegmentHeader {
   std::uint64_t magic;                    // 0
   std::uint32_t layout_version;           // 8
@@ -44,7 +67,10 @@ struct SegmentHeader {
   std::uint32_t registry_capacity;        // 64
   std::uint32_t reserved0;                // 68
   std::uint64_t heap_begin;               // 72
-  std::uint8_t reserved1[128 - 80];       // 80
+  std::uint64_t index_offset;             // 80: registry_offset + entries, 64-aligned
+  std::uint32_t index_capacity;           // 88: index_capacity_for(registry_capacity)
+  std::atomic<std::uint32_t> registry_used;  // 92: entries handed out (see above)
+  std::uint8_t reserved1[128 - 96];       // 96
   alignas(64) std::atomic<std::uint64_t> heap_top;  // 128: next free heap byte
   std::uint8_t reserved2[64 - 8];
   platform::RobustMutex registry_mutex;   // 192: serialises object creation
@@ -59,15 +85,19 @@ struct SegmentHeader {
 static_assert(std::is_standard_layout_v<SegmentHeader>);
 static_assert(sizeof(SegmentHeader) == 1024);
 static_assert(offsetof(SegmentHeader, layout_version) == 8);
+static_assert(offsetof(SegmentHeader, index_offset) == 80);
+static_assert(offsetof(SegmentHeader, registry_used) == 92);
 static_assert(offsetof(SegmentHeader, heap_top) == 128);
 static_assert(offsetof(SegmentHeader, registry_mutex) == 192);
 static_assert(offsetof(SegmentHeader, free_heads) == 320);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
 // free -> reserving(owner) -> ready; ready is final (objects are never deleted),
-// which is what lets readers scan the registry without a lock. A reserving
-// entry exists only while its owner holds the registry mutex, so an owner
-// death seen as EOWNERDEAD is exactly when reserving entries are reclaimed.
+// which is what lets readers scan the registry and follow the index without a
+// lock. A reserving entry exists only while its owner holds the registry
+// mutex, so an owner death seen as EOWNERDEAD is exactly when a reserving entry
+// (and its index slot) is reclaimed.
 enum EntryState : std::uint32_t {
   kEntryFree = 0,
   kEntryReserving = 1,
@@ -86,6 +116,20 @@ struct RegistryEntry {
 static_assert(std::is_standard_layout_v<RegistryEntry>);
 static_assert(sizeof(RegistryEntry) == kRegistryEntrySize);
 
+// One slot of the name index (see above).
+using IndexSlot = std::atomic<std::uint64_t>;
+inline constexpr std::size_t kIndexSlotSize = sizeof(IndexSlot);
+static_assert(kIndexSlotSize == 8);
+
 constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
+
+// Where the index and the heap start for a registry of `capacity` entries
+// (the one place these are computed: creation, validation, tests).
+constexpr std::uint64_t index_offset_for(std::uint32_t capacity) {
+  return align_up(sizeof(SegmentHeader) + std::uint64_t{capacity} * kRegistryEntrySize, 64);
+}
+constexpr std::uint64_t heap_begin_for(std::uint32_t capacity) {
+  return align_up(index_offset_for(capacity) + std::uint64_t{index_capacity_for(capacity)} * kIndexSlotSize, 64);
+}
 
 }  // namespace shmstate::detail

@@ -91,6 +91,8 @@ std::shared_ptr<SegmentImpl> make_impl(std::string_view name, bip::mapped_region
   impl->header = reinterpret_cast<SegmentHeader*>(impl->base);
   impl->entries = reinterpret_cast<detail::RegistryEntry*>(impl->base + checked.registry_offset);
   impl->capacity = checked.registry_capacity;
+  impl->index = reinterpret_cast<detail::IndexSlot*>(impl->base + checked.index_offset);
+  impl->index_capacity = checked.index_capacity;
   return impl;
 }
 
@@ -108,9 +110,7 @@ void validate_options(std::string_view name, const SegmentOptions& o) {
   if ((o.mode & 0600) != 0600) bad("mode must give the owner read and write (0600)");
   if (o.max_objects < 1 || o.max_objects > detail::kMaxRegistryCapacity)
     bad("max_objects must be 1.." + std::to_string(detail::kMaxRegistryCapacity));
-  std::uint64_t heap_begin =
-      detail::align_up(sizeof(SegmentHeader) + std::uint64_t{o.max_objects} * detail::kRegistryEntrySize, 64);
-  std::uint64_t minimum = heap_begin + 4096;
+  std::uint64_t minimum = detail::heap_begin_for(o.max_objects) + 4096;
   if (o.size < minimum)
     bad("size " + std::to_string(o.size) + " is too small: header and registry for " +
         std::to_string(o.max_objects) + " objects need at least " + std::to_string(minimum) + " bytes");
@@ -144,11 +144,15 @@ void init_header(SegmentHeader& h, const SegmentOptions& o) {
   h.pid_namespace = platform::pid_namespace_id();
   h.registry_offset = sizeof(SegmentHeader);
   h.registry_capacity = o.max_objects;
-  h.heap_begin = detail::align_up(h.registry_offset + std::uint64_t{o.max_objects} * detail::kRegistryEntrySize, 64);
+  h.index_offset = detail::index_offset_for(o.max_objects);
+  h.index_capacity = detail::index_capacity_for(o.max_objects);
+  h.registry_used.store(0, std::memory_order_relaxed);
+  h.heap_begin = detail::heap_begin_for(o.max_objects);
   h.heap_top.store(h.heap_begin, std::memory_order_relaxed);
   h.registry_mutex.init();
   h.block_mutex.init();
-  // Registry entries (free) and free-list heads (empty) are zero from ftruncate.
+  // Registry entries (free), index slots (empty) and free-list heads (empty)
+  // are zero from ftruncate.
 }
 
 // fstat + header check + map, or reuse this process's mapping of the file.
@@ -396,7 +400,11 @@ void validate_header(std::string_view name, const std::byte* bytes, std::uint64_
   if (h->registry_offset != sizeof(SegmentHeader)) corrupt("registry_offset " + std::to_string(h->registry_offset));
   if (h->registry_capacity < 1 || h->registry_capacity > kMaxRegistryCapacity)
     corrupt("registry_capacity " + std::to_string(h->registry_capacity));
-  std::uint64_t heap_begin = align_up(h->registry_offset + std::uint64_t{h->registry_capacity} * kRegistryEntrySize, 64);
+  if (h->index_offset != index_offset_for(h->registry_capacity))
+    corrupt("index_offset " + std::to_string(h->index_offset));
+  if (h->index_capacity != index_capacity_for(h->registry_capacity))
+    corrupt("index_capacity " + std::to_string(h->index_capacity));
+  std::uint64_t heap_begin = heap_begin_for(h->registry_capacity);
   if (h->heap_begin != heap_begin || heap_begin > h->size) corrupt("heap_begin " + std::to_string(h->heap_begin));
   std::uint64_t top = h->heap_top.load(std::memory_order_relaxed);
   if (top < h->heap_begin || top > h->size) corrupt("heap_top " + std::to_string(top));
@@ -436,6 +444,15 @@ SegmentInfo SegmentImpl::info() const {
   // next needs the mutex.
   if (std::string p = header->registry_mutex.problem(); !p.empty()) out.problem = "registry mutex: " + p;
   else if (std::string q = header->block_mutex.problem(); !q.empty()) out.problem = "block mutex: " + q;
+  if (out.problem.empty()) {
+    // A damaged index word or entry would otherwise show only when a lookup
+    // or a creation runs into it.
+    try {
+      check_registry(false);
+    } catch (const Error& e) {
+      out.problem = e.what();
+    }
+  }
   return out;
 }
 

@@ -1,6 +1,7 @@
 // The process-local view of one mapped segment, shared by all handles to it.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -32,6 +33,11 @@ struct SegmentImpl {
   SegmentHeader* header = nullptr;
   RegistryEntry* entries = nullptr;
   std::uint32_t capacity = 0;
+  IndexSlot* index = nullptr;
+  std::uint32_t index_capacity = 0;  // a power of two (validate_header)
+  // Set once check_registry() passed under the registry mutex in this process
+  // (the first creation checks the whole index, later ones their own path).
+  std::atomic<bool> registry_checked{false};
 
   // "segment 'x'" / "segment 'x', object 'y'".
   std::string where(std::string_view object = {}) const;
@@ -53,8 +59,20 @@ struct SegmentImpl {
   // Finds an existing object of `kind`. Throws NotFound, KindMismatch.
   ObjectSlot find_existing(std::string_view object, Kind kind) const;
 
+  // Lock-free: an index lookup (expected O(1) whatever the registry's size).
+  // Throws Corrupt for a damaged index word or entry on the name's probe path.
   std::optional<ObjectInfo> find(std::string_view object) const;
+  // Every ready entry in registry order (a scan of the whole table).
   std::vector<ObjectInfo> objects() const;
+
+  // Checks the registry against its index: entries [0, registry_used) ready
+  // and valid, each found by its name through the index, no other slot in
+  // use, the entries past registry_used free (one in-flight creation
+  // tolerated when `locked` is false). Throws Corrupt naming what disagrees.
+  // O(capacity); run once per process before its first creation and by
+  // info() (dump), so a damaged index word is reported, never trusted into a
+  // second object of one name.
+  void check_registry(bool locked) const;
 
   // Bump-allocates from the heap: one CAS on heap_top, so a process killed
   // around it leaks at most this block. Returns the offset. Throws
@@ -89,10 +107,25 @@ struct SegmentImpl {
   // nullopt for a free/reserving entry; throws Corrupt for an invalid ready one.
   std::optional<ObjectInfo> read_entry(std::uint32_t index) const;
   std::optional<ObjectSlot> lookup(std::string_view object) const;
+  // Index slot of entry `e` on the probe path of `hash`, or nullptr.
+  IndexSlot* index_slot_of(std::uint32_t hash, std::uint32_t e, std::string_view object) const;
+  void index_insert(std::uint32_t hash, std::uint32_t e, std::string_view object);
+  Error corrupt_index(std::uint32_t pos, std::string_view object, const std::string& what) const;
   void check_state(const ObjectSlot& slot, std::size_t bytes, std::size_t align,
                    std::uint32_t version) const;
-  void reclaim_reserving_entries() noexcept;
+  // After a creator died holding the registry mutex: its reservation (entry
+  // registry_used, and its index slot) is undone, or, if it had published,
+  // registry_used is moved past it.
+  void reclaim_dead_creation() noexcept;
 };
+
+// The name index's hash (part of the segment layout, see layout.hpp): FNV-1a
+// over the name's bytes, folded to 32 bits.
+std::uint32_t fnv1a_name_hash(std::string_view name) noexcept;
+// What the registry calls; tests point it at a function that makes names
+// collide (in forked children too, which inherit it). Every process that uses
+// a segment must use the same function.
+extern std::uint32_t (*name_hash)(std::string_view name) noexcept;
 
 // Name checks shared by the library and the CLI; throw InvalidArgument.
 void validate_segment_name(std::string_view name);

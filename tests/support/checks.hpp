@@ -2,6 +2,7 @@
 #pragma once
 
 #include <exception>
+#include <string>
 
 #include <doctest/doctest.h>
 
@@ -23,4 +24,14 @@ shmstate::Error error_of(F&& f) {
   return shmstate::Error(shmstate::ErrorCode::Io, "unreachable");
 }
 
+inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
 }  // namespace test
+
+// CHECKs that `expr` throws shmstate::Error with code `code_` (its message is
+// shown when the code differs).
+#define CHECK_ERROR(expr, code_)                                          \
+  do {                                                                    \
+    auto err_ = ::test::error_of([&] { (void)(expr); });                  \
+    CHECK_MESSAGE(err_.code() == (code_), "message: " << err_.what());    \
+  } while (0)
