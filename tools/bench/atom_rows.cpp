@@ -1,7 +1,9 @@
 // bench rows of Atom: each candidate beside its baseline (harness.hpp).
 #include <pthread.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -14,6 +16,8 @@
 #include <shmstate/atom.hpp>
 
 #include "harness.hpp"
+#include "primitives/atom_state.hpp"
+#include "segment/segment_impl.hpp"
 #include "rows.hpp"
 
 namespace shmstate_bench {
@@ -124,6 +128,32 @@ Bodies atom_swap_shared_bodies(Fixture& f, const std::string& object_name) {
   return b;
 }
 
+// Issue 6 item 3 for atoms: swap on an atom whose waiter was SIGKILLed while
+// asleep (in wait_for_change, or the dispatcher of a process with a watch on
+// it), against swap on a twin atom no waiter ever touched ("before the
+// kill"), interleaved in one run.
+enum class KilledWaiter { WaitForChange, Watch };
+
+Bodies atom_swap_after_kill_bodies(Fixture& f, const std::string& object_name, KilledWaiter how) {
+  Bodies before = atom_swap_bodies(f, object_name + ".before");
+  Bodies after = atom_swap_bodies(f, object_name + ".after");
+  auto info = f.segment.find(object_name + ".after");
+  auto* state = reinterpret_cast<shmstate::detail::AtomState*>(f.segment.impl().base + info->offset);
+  std::string segment_name = f.segment.name();
+  kill_a_waiter(
+      [segment_name, object_name, how] {
+        auto atom = shmstate::Segment::open(segment_name).open_atom(object_name + ".after");
+        if (how == KilledWaiter::WaitForChange) {
+          atom.wait_for_change(atom.version(), std::chrono::hours(1));
+        } else {
+          atom.add_watch("bench", [](const shmstate::WatchEvent&) {});
+          ::pause();
+        }
+      },
+      [state] { return state->changes.waiters.load() != 0; });
+  return {std::move(after.candidate), std::move(before.candidate)};
+}
+
 }  // namespace
 
 void atom_rows(std::vector<Case>& cases) {
@@ -163,6 +193,21 @@ void atom_rows(std::vector<Case>& cases) {
       2,
       Target{},
       [](Fixture& f) { return atom_swap_bodies(f, "bench.swap.2u"); },
+  });
+  // Issue 6 item 3: a SIGKILLed waiter or watcher costs later swaps nothing: <= 1.1.
+  cases.push_back(Case{
+      "Atom::swap 1KB after a SIGKILLed wait_for_change 1 proc",
+      "Atom::swap 1KB before the kill (twin atom, no waiter ever) 1 proc",
+      1,
+      Target{1.1, std::nullopt},
+      [](Fixture& f) { return atom_swap_after_kill_bodies(f, "bench.swap.killw", KilledWaiter::WaitForChange); },
+  });
+  cases.push_back(Case{
+      "Atom::swap 1KB after a SIGKILLed watcher 1 proc",
+      "Atom::swap 1KB before the kill (twin atom, no watcher ever) 1 proc",
+      1,
+      Target{1.1, std::nullopt},
+      [](Fixture& f) { return atom_swap_after_kill_bodies(f, "bench.swap.killd", KilledWaiter::Watch); },
   });
 }
 

@@ -61,6 +61,43 @@ SharedPages::SharedPages(std::size_t size) : size_(size) {
 
 SharedPages::~SharedPages() { ::munmap(base_, size_); }
 
+HelperProcess::HelperProcess(const std::function<void()>& fn) {
+  std::fflush(nullptr);
+  pid_ = ::fork();
+  if (pid_ < 0) throw_errno(errno, "fork");
+  if (pid_ == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the bench
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "bench helper: %s\n", e.what());
+      ::_exit(1);
+    }
+    ::_exit(0);
+  }
+}
+
+HelperProcess::~HelperProcess() { kill(); }
+
+void HelperProcess::kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+  }
+  pid_ = -1;
+}
+
+void kill_a_waiter(const std::function<void()>& wait, const std::function<bool()>& armed) {
+  HelperProcess waiter(wait);
+  auto end = Clock::now() + std::chrono::seconds(10);
+  while (!armed()) {
+    if (Clock::now() > end) throw std::runtime_error("the waiter to kill never armed its event count");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  waiter.kill();
+}
+
 namespace {
 
 // CPU time of the calling thread: does not advance while it is descheduled.

@@ -50,6 +50,8 @@
 // baseline).
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -84,6 +86,29 @@ class SharedPages {
   std::size_t size_;
   void* base_ = nullptr;
 };
+
+// A process forked by a row's setup (a waiter to kill, a watcher that
+// acknowledges changes): runs fn, then _exit(0)s. The handle SIGKILLs and reaps
+// it when it goes, so no row leaves a process behind.
+class HelperProcess {
+ public:
+  explicit HelperProcess(const std::function<void()>& fn);
+  ~HelperProcess();
+  HelperProcess(const HelperProcess&) = delete;
+  HelperProcess& operator=(const HelperProcess&) = delete;
+  // SIGKILLs and reaps it now (at most once).
+  void kill();
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// Issue 6 item 3's scene: forks a process that runs `wait` (a blocking wait
+// on a shared object, or a watch that keeps its dispatcher asleep on one),
+// waits until armed() is true (its waiter bit is set in the segment), gives it
+// 20 ms to reach FUTEX_WAIT, and SIGKILLs it there. Throws if armed() stays
+// false for 10 s.
+void kill_a_waiter(const std::function<void()>& wait, const std::function<bool()>& armed);
 
 // Does `n` operations; returns something computed from their results.
 using Body = std::function<std::uint64_t(std::uint64_t n)>;
