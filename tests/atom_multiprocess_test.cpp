@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -22,6 +23,9 @@
 #include <shmstate/atom.hpp>
 #include <shmstate/atomic.hpp>
 #include <shmstate/segment.hpp>
+#if SHMSTATE_TEST_HOOKS
+#include <shmstate/testing.hpp>
+#endif
 
 #include "support/atom_helpers.hpp"
 #include "support/proc.hpp"
@@ -223,13 +227,17 @@ TEST_CASE("watches in the parent see other processes' changes in version order, 
 
   Recorder rec;
   std::atomic<bool> blocked_once{false};
+  std::atomic<int> phase{1};
+  std::atomic<int> calls{0};
   auto main_thread = std::this_thread::get_id();
-  a.add_watch("order", [&](const shmstate::WatchEvent& e) {
+  atomtest::ScopedWatch order(a, "order", [&](const shmstate::WatchEvent& e) {
     rec.add(e);
-    if (!blocked_once.exchange(true)) {
+    if (phase == 1 && !blocked_once.exchange(true)) {
       in_watch->store(1);
       auto end = Clock::now() + 20s;
-      while (finished->load() < 3 && Clock::now() < end) std::this_thread::sleep_for(1ms);
+      while (finished->load() < 3 && !order.stopping() && Clock::now() < end) std::this_thread::sleep_for(1ms);
+    } else if (phase == 2 && ++calls % 16 == 0) {
+      std::this_thread::sleep_for(2ms);
     }
   });
   go->store(1);
@@ -247,11 +255,7 @@ TEST_CASE("watches in the parent see other processes' changes in version order, 
   }
 
   // Phase 2: three more writers, the watch merely records (sometimes slowly).
-  std::atomic<int> calls{0};
-  a.add_watch("order", [&](const shmstate::WatchEvent& e) {  // same key: replaces
-    rec.add(e);
-    if (++calls % 16 == 0) std::this_thread::sleep_for(2ms);
-  });
+  phase = 2;
   auto codes = test::run_children(3, [&](int) { return swaps(300); });
   for (int c : codes) CHECK(c == 0);
   CHECK(test::eventually([&] { return rec.last_version() == 1801; }));
@@ -271,7 +275,6 @@ TEST_CASE("watches in the parent see other processes' changes in version order, 
   for (auto& c : phase3) CHECK(c->exit_code_within(30s) == 0);
   CHECK(a.version() == 2701);
   CHECK(test::eventually([&] { return rec.last_version() == 2701; }));
-  a.remove_watch("order");
 
   events = rec.copy();
   CHECK(chain_problem(events, 0) == "");
@@ -451,7 +454,7 @@ TEST_CASE("watches and validators are not inherited by a fork()ed child") {
   pid_t parent = ::getpid();
   Recorder rec;
   a.set_validator([](const json::value& v) { return n_of(v) >= 0; });
-  a.add_watch("w", [&, parent](const shmstate::WatchEvent& e) {
+  atomtest::ScopedWatch w(a, "w", [&, parent](const shmstate::WatchEvent& e) {
     if (::getpid() != parent) ran_in_child->fetch_add(1);
     else rec.add(e);
   });
@@ -491,7 +494,6 @@ TEST_CASE("watches and validators are not inherited by a fork()ed child") {
   // The parent's watch saw the child's changes (foreign, on its dispatcher).
   CHECK(test::eventually([&] { return rec.last_version() == 2; }));
   CHECK(*a.deref() == counter(0));
-  a.remove_watch("w");
 }
 
 TEST_CASE("an own change made while another process's change is being delivered comes after it, in order") {
@@ -510,13 +512,20 @@ TEST_CASE("an own change made while another process's change is being delivered 
   Recorder rec;
   std::atomic<int> in_foreign{0};
   std::atomic<bool> release{false};
-  a.add_watch("w", [&](const shmstate::WatchEvent& e) {
-    rec.add(e);
+  std::atomic<int> inside{0}, most_inside{0};  // calls of the watch running at once
+  atomtest::ScopedWatch w(a, "w", [&](const shmstate::WatchEvent& e) {
+    int now = ++inside;
+    for (int m = most_inside; now > m && !most_inside.compare_exchange_weak(m, now);) {
+    }
     if (!e.own) {
       in_foreign = 1;
       auto end = Clock::now() + 20s;
-      while (!release && Clock::now() < end) std::this_thread::sleep_for(1ms);
+      while (!release && !w.stopping() && Clock::now() < end) std::this_thread::sleep_for(1ms);
     }
+    // Recorded as the call ends: were two threads to run this atom's
+    // watches at once, the own event (not blocked) would be recorded first.
+    rec.add(e);
+    --inside;
   });
   go->store(1);
   CHECK(writer.exit_code_within(10s) == 0);
@@ -526,7 +535,7 @@ TEST_CASE("an own change made while another process's change is being delivered 
   bool delivered_before_return = rec.last_version() == 2;
   release = true;
   CHECK(test::eventually([&] { return rec.last_version() == 2; }));
-  a.remove_watch("w");
+  CHECK(most_inside.load() == 1);  // one call at a time
   auto events = rec.copy();
   REQUIRE(events.size() == 2);
   CHECK(chain_problem(events, 0) == "");
@@ -554,7 +563,7 @@ TEST_CASE("children fork()ed while the watch dispatcher is busy do not inherit a
   Segment seg = Segment::create(t.name(), {.size = 1 << 20});
   Atom a = seg.atom("a", counter(0));
   std::atomic<long> events{0};
-  a.add_watch("busy", [&](const shmstate::WatchEvent&) { ++events; });
+  atomtest::ScopedWatch busy(a, "busy", [&](const shmstate::WatchEvent&) { ++events; });
   auto stop = seg.atomic<std::int64_t>("stop", 0);
   test::Child writer([&] {
     Segment s = Segment::open(t.name());
@@ -578,8 +587,189 @@ TEST_CASE("children fork()ed while the watch dispatcher is busy do not inherit a
   }
   stop.set(1);
   CHECK(writer.exit_code_within(10s) == 0);
-  a.remove_watch("busy");
   CHECK(hung == 0);
   CHECK(failed == 0);
 }
 
+
+// ------------------------------------------- waits and watches end promptly (issue 12, items 1-2)
+
+namespace {
+
+std::int64_t stamp() { return Clock::now().time_since_epoch().count(); }  // CLOCK_MONOTONIC: one clock for all
+
+// Issue 12 item 1: a writer that bumped the sequence without FUTEX_WAKE would
+// still end waits, one slice later; these wakes must land well inside one.
+constexpr auto kPrompt = shmstate::detail::kWaitSlice / 4;
+
+}  // namespace
+
+TEST_CASE("wait_for_change in another process returns well inside one wait slice after a swap") {
+  test::TempSegment t("atom-mp");
+  Segment seg = Segment::create(t.name(), {.size = 1 << 20});
+  Atom a = seg.atom("a", counter(0));
+  test::SharedMemory mem;
+  auto* t_woke = mem.as<std::atomic<std::int64_t>>();
+  auto best = std::chrono::nanoseconds::max();
+  for (int attempt = 0; attempt < 5 && best >= kPrompt; ++attempt) {
+    std::uint64_t since = a.version();
+    test::Child waiter([&] {
+      bool ok = Segment::open(t.name()).open_atom("a").wait_for_change(since, 20s);
+      t_woke->store(stamp());
+      return ok ? 0 : 1;
+    });
+    REQUIRE(test::eventually([&] { return waiters_of(seg, "a").load() != 0; }));
+    REQUIRE(test::eventually([&] { return test::asleep_in_futex(waiter.pid()); }));  // a wake must end it
+    auto t_swap = stamp();
+    a.swap(increment);
+    REQUIRE(waiter.exit_code_within(10s) == 0);
+    best = std::min(best, std::chrono::nanoseconds(t_woke->load() - t_swap));
+  }
+  MESSAGE("best wake latency: " << best.count() / 1000 << " us");
+  CHECK(best < kPrompt);
+}
+
+TEST_CASE("a watch in another process sees a change well inside one wait slice") {
+  test::TempSegment t("atom-mp");
+  Segment seg = Segment::create(t.name(), {.size = 1 << 20});
+  Atom a = seg.atom("a", counter(0));
+  test::SharedMemory mem;
+  auto* seen = mem.as<std::atomic<std::int64_t>>();  // [v]: when the child's watch saw version v
+  constexpr int kTries = 5;
+  test::Child watcher([&] {
+    Atom mine = Segment::open(t.name()).open_atom("a");
+    mine.add_watch("t", [&](const shmstate::WatchEvent& e) {
+      if (e.new_version <= kTries) seen[e.new_version].store(stamp());
+    });
+    ::pause();  // killed by the parent
+    return 0;
+  });
+  auto best = std::chrono::nanoseconds::max();
+  for (std::uint64_t v = 1; v <= kTries && best >= kPrompt; ++v) {
+    // The dispatcher re-arms the event count after each delivery.
+    REQUIRE(test::eventually([&] { return waiters_of(seg, "a").load() != 0; }));
+    REQUIRE(test::eventually([&] { return test::asleep_in_futex(watcher.pid()); }));  // the dispatcher
+    auto t_swap = stamp();
+    a.swap(increment);
+    REQUIRE(a.version() == v);
+    REQUIRE(test::eventually([&] { return seen[v].load() != 0; }));
+    best = std::min(best, std::chrono::nanoseconds(seen[v].load() - t_swap));
+  }
+  MESSAGE("best change -> watch latency: " << best.count() / 1000 << " us");
+  CHECK(best < kPrompt);
+}
+
+#if SHMSTATE_TEST_HOOKS  // testing::after_next_arm and crash points need -Dtest_hooks=true
+
+namespace {
+
+// The hooks below run inside EventCount::arm, with no arguments.
+std::string g_hook_segment;                   // where the atom "a" lives
+std::atomic<std::int64_t> g_hook_published{0};  // when the hook's change was published
+
+// A change of "a" that nobody notifies: a child process publishes it and
+// dies at once (crash point after the publish, before the wake), as a writer
+// killed at that instant would.
+void publish_without_notify() {
+  test::Child writer([] {
+    Atom mine = Segment::open(g_hook_segment).open_atom("a");
+    shmstate::testing::arm_crash_point("atom.after_publish");
+    mine.swap(increment);
+    return 0;
+  });
+  int rc = writer.exit_code();
+  g_hook_published.store(rc == shmstate::testing::kCrashExitCode ? stamp() : -1);
+}
+
+}  // namespace
+
+// Issue 12 item 2 for atoms: a waiter re-checks the version after arming,
+// before it sleeps; a change landing in between with nobody notifying ends
+// the wait at once, not a slice later.
+TEST_CASE("wait_for_change: a change between arming and sleeping, with nobody notifying, returns at once") {
+  test::TempSegment t("atom-mp");
+  Segment seg = Segment::create(t.name(), {.size = 1 << 20});
+  Atom a = seg.atom("a", counter(0));
+  g_hook_segment = t.name();
+  auto best = Clock::duration::max();
+  for (int attempt = 0; attempt < 3 && best >= kPrompt; ++attempt) {
+    std::uint64_t since = a.version();
+    g_hook_published = 0;
+    shmstate::testing::after_next_arm(&publish_without_notify);
+    auto seq_before = atomtest::atom_state(seg, "a").changes.seq.load();
+    CHECK(a.wait_for_change(since, 10s));
+    auto t_back = stamp();
+    REQUIRE(g_hook_published.load() > 0);  // the hook ran and its change was published
+    CHECK(atomtest::atom_state(seg, "a").changes.seq.load() == seq_before);  // and nobody notified
+    best = std::min(best, Clock::duration(t_back - g_hook_published.load()));
+  }
+  shmstate::testing::after_next_arm(nullptr);
+  MESSAGE("best return after the unnotified change: " << best.count() / 1000 << " us");
+  CHECK(best < kPrompt);
+}
+
+// The same for watches: the dispatcher arms each watched event count, then
+// checks each atom, then sleeps.
+TEST_CASE("a watch: a change between the dispatcher arming and sleeping, with nobody notifying, is delivered at once") {
+  test::TempSegment t("atom-mp");
+  Segment seg = Segment::create(t.name(), {.size = 1 << 20});
+  Atom a = seg.atom("a", counter(0));
+  g_hook_segment = t.name();
+  std::atomic<std::int64_t> delivered{0};
+  std::atomic<std::uint64_t> delivered_version{0};
+  atomtest::ScopedWatch w(a, "t", [&](const shmstate::WatchEvent& e) {
+    delivered_version = e.new_version;
+    delivered = stamp();
+  });
+  auto best = Clock::duration::max();
+  for (int attempt = 0; attempt < 3 && best >= kPrompt; ++attempt) {
+    std::uint64_t v = a.version();
+    g_hook_published = 0;
+    shmstate::testing::after_next_arm(&publish_without_notify);
+    // Makes the dispatcher run a pass (it arms "a" first, then "b<i>").
+    Atom b = seg.atom("b" + std::to_string(attempt), counter(0));
+    atomtest::ScopedWatch poke(b, "poke", [](const shmstate::WatchEvent&) {});
+    REQUIRE(test::eventually([&] { return g_hook_published.load() != 0; }));
+    REQUIRE(g_hook_published.load() > 0);
+    REQUIRE(test::eventually([&] { return delivered_version.load() == v + 1; }));
+    best = std::min(best, Clock::duration(delivered.load() - g_hook_published.load()));
+  }
+  shmstate::testing::after_next_arm(nullptr);
+  MESSAGE("best delivery after the unnotified change: " << best.count() / 1000 << " us");
+  CHECK(best < kPrompt);
+}
+
+// Issue 6 item 3 for atoms: a process killed in wait_for_change, or with a
+// watch (its dispatcher asleep on the atom), leaves nothing that makes later
+// writes take the slow path more than once.
+TEST_CASE("a waiter or watcher SIGKILLed on an atom costs later writers at most one slow notify") {
+  test::TempSegment t("atom-mp");
+  Segment seg = Segment::create(t.name(), {.size = 1 << 20});
+  Atom a = seg.atom("a", counter(0));
+  std::function<void(Atom&)> wait;
+  SUBCASE("in wait_for_change") {
+    wait = [](Atom& mine) { mine.wait_for_change(mine.version(), 60s); };
+  }
+  SUBCASE("with a watch") {
+    wait = [](Atom& mine) {
+      mine.add_watch("w", [](const shmstate::WatchEvent&) {});
+      ::pause();
+    };
+  }
+  test::Child waiter([&] {
+    Atom mine = Segment::open(t.name()).open_atom("a");
+    wait(mine);
+    return 0;
+  });
+  REQUIRE(test::eventually([&] { return waiters_of(seg, "a").load() != 0; }));
+  std::this_thread::sleep_for(5ms);
+  waiter.kill();
+  waiter.wait();
+  auto before = shmstate::testing::slow_notify_count();
+  for (int i = 0; i < 1000; ++i) a.swap(increment);
+  CHECK(shmstate::testing::slow_notify_count() - before <= 1);
+  CHECK(a.version() == 1000);
+  CHECK(waiters_of(seg, "a").load() == 0);
+}
+
+#endif  // SHMSTATE_TEST_HOOKS

@@ -285,7 +285,7 @@ TEST_CASE("wait_while_equal in another process returns well inside one wait slic
       return ok ? 0 : 1;
     });
     REQUIRE(test::eventually([&] { return waiters_of<std::int64_t>(seg, "v").load() != 0; }));
-    std::this_thread::sleep_for(5ms);
+    REQUIRE(test::eventually([&] { return test::asleep_in_futex(waiter.pid()); }));  // a wake must end it
     auto t_set = Clock::now();
     value.set(1);
     REQUIRE(waiter.exit_code_within(10s) == 0);

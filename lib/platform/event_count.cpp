@@ -10,10 +10,12 @@
 namespace shmstate {
 namespace {
 std::atomic<std::uint64_t> g_slow_notifies{0};
+std::atomic<void (*)()> g_after_arm{nullptr};
 }  // namespace
 
 namespace testing {
 std::uint64_t slow_notify_count() noexcept { return g_slow_notifies.load(std::memory_order_relaxed); }
+void after_next_arm(void (*fn)()) noexcept { g_after_arm.store(fn, std::memory_order_seq_cst); }
 }  // namespace testing
 }  // namespace shmstate
 #endif
@@ -28,6 +30,16 @@ steady_clock::time_point deadline_after(std::chrono::nanoseconds timeout) noexce
   if (timeout <= std::chrono::nanoseconds::zero()) return now;
   if (timeout > steady_clock::time_point::max() - now) return steady_clock::time_point::max();
   return now + std::chrono::duration_cast<steady_clock::duration>(timeout);
+}
+
+std::uint32_t EventCount::arm(std::uint32_t bit) noexcept {
+  std::uint32_t s = seq.load(std::memory_order_seq_cst);
+  if ((waiters.load(std::memory_order_seq_cst) & bit) == 0) waiters.fetch_or(bit, std::memory_order_seq_cst);
+#if SHMSTATE_TEST_HOOKS
+  if (g_after_arm.load(std::memory_order_relaxed) != nullptr)
+    if (auto* fn = g_after_arm.exchange(nullptr, std::memory_order_seq_cst)) fn();
+#endif
+  return s;
 }
 
 void EventCount::notify_all_slow() noexcept {

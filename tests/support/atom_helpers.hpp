@@ -13,6 +13,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <future>
@@ -200,5 +202,49 @@ inline json::value increment(const json::value& v) {
 }
 
 inline std::int64_t n_of(const json::value& v) { return v.at("n").to_number<std::int64_t>(); }
+
+// A watch for one test: removed on scope exit, and by then every call of it
+// has returned. remove_watch alone lets a call in progress finish later on
+// the dispatcher thread, touching the test's locals after the test returned
+// and keeping the dispatcher busy into the next test (issue 12). A function
+// that blocks must poll stopping() and return once it is true; calls that
+// begin after the destructor started do not run it at all.
+class ScopedWatch {
+ public:
+  ScopedWatch(shmstate::Atom atom, std::string key, std::function<void(const shmstate::WatchEvent&)> fn)
+      : atom_(std::move(atom)), key_(std::move(key)), state_(std::make_shared<State>()) {
+    atom_.add_watch(key_, [state = state_, fn = std::move(fn)](const shmstate::WatchEvent& e) {
+      state->running.fetch_add(1);
+      // seq_cst with the destructor's stopping store / running load: either
+      // it sees this call counted, or this call sees stopping and skips fn.
+      if (!state->stopping.load()) fn(e);
+      state->running.fetch_sub(1);
+    });
+  }
+  ~ScopedWatch() {
+    state_->stopping.store(true);
+    atom_.remove_watch(key_);
+    auto end = Clock::now() + std::chrono::seconds(30);
+    while (state_->running.load() != 0) {
+      if (Clock::now() > end) {
+        std::fprintf(stderr, "watch '%s' still running 30 s after its test ended\n", key_.c_str());
+        std::abort();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  ScopedWatch(const ScopedWatch&) = delete;
+  ScopedWatch& operator=(const ScopedWatch&) = delete;
+  bool stopping() const { return state_->stopping.load(); }
+
+ private:
+  struct State {
+    std::atomic<int> running{0};
+    std::atomic<bool> stopping{false};
+  };
+  shmstate::Atom atom_;
+  std::string key_;
+  std::shared_ptr<State> state_;
+};
 
 }  // namespace atomtest

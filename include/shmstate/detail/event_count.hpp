@@ -61,11 +61,9 @@ struct EventCount {
   // (only when not already set: a waiter that re-arms every slice does not
   // write a line that notifiers keep reading). The caller then checks its
   // predicate and, if still false, sleeps while seq == the returned value.
-  std::uint32_t arm(std::uint32_t bit = kSleeperBit) noexcept {
-    std::uint32_t s = seq.load(std::memory_order_seq_cst);
-    if ((waiters.load(std::memory_order_seq_cst) & bit) == 0) waiters.fetch_or(bit, std::memory_order_seq_cst);
-    return s;
-  }
+  // (Out of line: the waiter's path, about to sleep anyway; test builds run
+  // testing::after_next_arm's hook here.)
+  std::uint32_t arm(std::uint32_t bit = kSleeperBit) noexcept;
 
   // Blocks until done() returns true (returns true) or the deadline passes
   // (returns false after one last check). done() is called with no lock held
