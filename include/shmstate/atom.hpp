@@ -14,7 +14,24 @@
 //
 // Memory ordering. A deref() that returns version v sees exactly the value
 // published as v, and everything the publishing process wrote before its
-// change (release/acquire on the published word).
+// change. The protocol needs, and has (issue 12, item 5):
+//  - The writer stores the buffer bytes and its descriptor (relaxed atomics:
+//    racing readers may see stale numbers, never torn ones), then publishes
+//    the (version, buffer) word with a store that is at least release, so a
+//    reader that loads the word with acquire sees those bytes. A relaxed
+//    publish looks right on x86-64 (stores stay in order there) and lets an
+//    aarch64 reader parse a half-copied buffer as the new version.
+//  - The publish is seq_cst, not only release: the writer then loads the
+//    event count's waiter word (seq_cst), and a waiter sets that word and
+//    then loads the version (seq_cst). Only a single total order over these
+//    four forbids "the writer sees no waiter and the waiter sees the old
+//    version" (a Dekker pair; a StoreLoad reordering, allowed on x86-64 too
+//    for a plain release store, would lose the wake-up until the next slice).
+//  - A reader copies the buffer, then an acquire fence, then re-loads the
+//    word (relaxed) and retries if it moved (a seqlock's read side): the
+//    fence keeps the copy before the re-check.
+// Tested on x86-64 only: the multiprocess suite was not run on aarch64 (no
+// such machine was available), so a missing ordering there is unproven.
 //
 // Thread safety. Handles are cheap to copy (one shared_ptr) and every member
 // function may be called from any thread. All handles to one atom inside one

@@ -19,6 +19,16 @@
 // any process changes the value; writers pay for a wake-up syscall only while
 // someone is waiting.
 //
+// Memory ordering (issue 12, item 5). Every operation on the value is
+// seq_cst, and that is what the wake-up protocol needs, not a style choice:
+// a writer changes the value, then loads the event count's waiter word; a
+// waiter sets that word, then loads the value. With both sides seq_cst one
+// of them sees the other (a Dekker pair); with a release store or a relaxed
+// RMW the writer could see no waiter while the waiter sees the old value, and
+// the wait would end one ~100 ms slice late. The plain get/set ordering users
+// see is the same: seq_cst, like std::atomic's defaults. Tested on x86-64
+// only; the multiprocess suite was not run on aarch64 (no machine for it).
+//
 // Handles are cheap to copy and usable from any thread; the object lives as
 // long as the segment.
 #pragma once

@@ -1,8 +1,10 @@
 // The shared state of an Atom or AtomicReference (layout version 1).
 //
 //   current     (version << 1) | active buffer. Only writers holding `writer`
-//               store it, with release; readers load it with acquire before and
-//               after copying the active buffer, and retry if it moved.
+//               store it, seq_cst (release for the buffer's bytes, and the
+//               Dekker pair with the event count: atom.hpp); readers load it
+//               with acquire before and after copying the active buffer, and
+//               retry if it moved.
 //   changes     event count: bumped after each publish when anyone waits.
 //   buffers[2]  where each value buffer lives in the heap. Only the inactive
 //               buffer's fields are ever written, so the active one is stable

@@ -4,7 +4,13 @@
 //   seq      bumped by every notify that finds a sleeper; sleepers FUTEX_WAIT on it
 //   waiters  a set of "someone may be waiting" bits (kSleeperBit, ...), NOT a count
 //
-// Protocol (all seq_cst; a Dekker pair on the object's value and `waiters`):
+// Protocol (all seq_cst; a Dekker pair on the object's value and `waiters`.
+// seq_cst is required, not just acquire/release: each side stores one
+// location and then loads the other, a StoreLoad pattern only a single total
+// order makes safe. Whoever publishes the value must also do it seq_cst, or
+// with a seq_cst RMW; see atom.hpp and atomic.hpp. The read of `seq` comes
+// before the bit is set, so a notify that clears the bit after the waiter set
+// it bumps seq past the value the waiter will sleep on):
 //   waiter, every slice:  s = seq; arm (set kSleeperBit unless set);
 //                         if (done()) stop; FUTEX_WAIT(seq, s, slice)
 //   notifier:             <publish the change>;
