@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -98,6 +99,7 @@ TEST_CASE("fifolock: cancel while holding (a killed holder) lets the next in") {
   f.holders.start(1, "exclusive");
   f.holders.start(2, "exclusive");
   f.holders.complete(0);
+  REQUIRE(test::eventually([&] { return f.holders.board().acquired[1].load() == 1; }));  // a loaded machine
   CHECK(f.holders.acquired(3) == B{true, true, false});
   f.holders.child(1).kill();
   f.holders.child(1).wait();
@@ -241,6 +243,19 @@ TEST_CASE("a dead holder found by a later request (nobody waiting at the time)")
   f.holders.child(0).wait();
   auto g = f.seg.open_fifo_lock("l").acquire_for(3s);
   REQUIRE(g.has_value());
+  CHECK(g->previous_holder_died());
+}
+
+TEST_CASE("a dead holder found by try_acquire alone (nobody ever waits)") {
+  Fixture f(LockModes::exclusive());
+  f.holders.start(0, "exclusive");
+  f.holders.child(0).kill();
+  f.holders.child(0).wait();
+  auto lock = f.seg.open_fifo_lock("l");
+  auto start = Clock::now();
+  std::optional<shmstate::FifoLock::Guard> g;
+  REQUIRE(test::eventually([&] { return (g = lock.try_acquire()).has_value(); }, 3s));
+  CHECK(Clock::now() - start < 1s);
   CHECK(g->previous_holder_died());
 }
 

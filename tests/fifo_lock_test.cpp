@@ -10,11 +10,13 @@
 
 #include <shmstate/atomic.hpp>
 #include <shmstate/fifo_lock.hpp>
+#include <shmstate/inspect.hpp>
 #include <shmstate/segment.hpp>
 
 #include "support/checks.hpp"
 #include "support/fifo_lock_helpers.hpp"
 #include "support/proc.hpp"
+#include "primitives/kind.hpp"
 
 using namespace std::chrono_literals;
 using shmstate::ErrorCode;
@@ -22,6 +24,8 @@ using shmstate::FifoLock;
 using shmstate::LockMode;
 using shmstate::LockModes;
 using shmstate::Segment;
+
+#define CHECK_THROWS_CODE(expr, want) CHECK(test::error_of([&] { expr; }).code() == (want))
 
 namespace {
 LockModes intention_locks() {
@@ -176,4 +180,99 @@ TEST_CASE("a damaged slot is Corrupt, never a crash") {
   CHECK(test::error_of([&] { seg.open_fifo_lock("d"); }).code() == ErrorCode::Corrupt);
   s->slot_count = 4;
   CHECK(lock.acquire().held());
+}
+
+TEST_CASE("the kind descriptor: dump lists holders and waiters in queue order without waiting") {
+  test::TempSegment t("fl");
+  auto seg = Segment::create(t.name());
+  auto lock = seg.fifo_lock("rw", LockModes::read_write());
+  auto r = lock.acquire("read");
+  auto tmp = lock.acquire("read");  // its slot goes to the later waiter: slot order != queue order
+  std::stop_source stop;
+  std::thread writer([&] { CHECK_FALSE(lock.acquire("write", stop.get_token()).has_value()); });
+  REQUIRE(test::eventually([&] { return test::queued(seg, "rw") == 1; }));
+  tmp.release();
+  std::stop_source stop2;
+  std::thread reader([&] { CHECK_FALSE(lock.acquire("read", stop2.get_token()).has_value()); });
+  REQUIRE(test::eventually([&] { return test::queued(seg, "rw") == 2; }));
+
+  auto info = seg.find("rw");
+  REQUIRE(info.has_value());
+  const auto* d = shmstate::detail::find_kind(shmstate::Kind::FifoLock);
+  REQUIRE(d != nullptr);
+  auto st = d->state(seg, *info);  // returns although the lock is held and has waiters
+  CHECK(st.at("next_token") == r.token() + 2);
+  CHECK(st.at("slots") == 64);
+  CHECK(LockModes::from_json(st.at("modes")) == LockModes::read_write());
+  const auto& holders = st.at("holders").as_array();
+  REQUIRE(holders.size() == 1);
+  CHECK(holders[0].at("pid") == ::getpid());
+  CHECK(holders[0].at("alive") == true);
+  CHECK(holders[0].at("mode") == "read");
+  CHECK(holders[0].at("token") == r.token());
+  CHECK(holders[0].at("held_for").as_double() >= 0.0);
+  const auto& waiters = st.at("waiters").as_array();
+  REQUIRE(waiters.size() == 2);
+  CHECK(waiters[0].at("mode") == "write");  // queue order, not slot order
+  CHECK(waiters[1].at("mode") == "read");
+  CHECK(waiters[0].at("waiting_for").as_double() >= waiters[1].at("waiting_for").as_double());
+  auto text = d->text(seg, *info, 60);
+  CHECK(text.find("1 held, 2 waiting, next token") == 0);
+  CHECK(text.find("\nholder pid " + std::to_string(::getpid()) + " (alive) read token") != std::string::npos);
+  CHECK(text.find("\nwaiter pid " + std::to_string(::getpid()) + " (alive) write waiting for") !=
+        std::string::npos);
+  stop.request_stop();
+  stop2.request_stop();
+  writer.join();
+  reader.join();
+}
+
+TEST_CASE("the kind descriptor: new with --modes and --slots; snapshot and restore keep tokens going up") {
+  test::TempSegment t("fl");
+  auto seg = Segment::create(t.name());
+  const auto* d = shmstate::detail::find_kind(shmstate::Kind::FifoLock);
+  auto create = [&](const std::string& name, shmstate::inspect::CreateOptions opts) {
+    shmstate::inspect::create(seg, shmstate::Kind::FifoLock, name, nullptr, opts);
+  };
+  create("x", {});
+  CHECK(seg.open_fifo_lock("x").modes() == LockModes::exclusive());
+  create("rw", {{"modes", "rw"}});
+  CHECK(seg.open_fifo_lock("rw").modes() == LockModes::read_write());
+  create("sem", {{"modes", "semaphore:3"}, {"slots", "8"}});
+  CHECK(seg.open_fifo_lock("sem").modes() == LockModes::semaphore(3));
+  CHECK(seg.open_fifo_lock("sem").capacity() == 8);
+  create("j", {{"modes", R"([{"name":"a","conflicts":["a"]},{"name":"b"}])"}});
+  CHECK(seg.open_fifo_lock("j").modes().to_string() == "a(conflicts: a), b(no conflicts)");
+  for (const auto& bad : {"semaphore:", "semaphore:0", "semaphore:x", "bogus", "[{]", "[]"})
+    CHECK_THROWS_CODE(create("bad", {{"modes", bad}}), ErrorCode::InvalidArgument);
+  CHECK_THROWS_CODE(create("bad", {{"slots", "0"}}), ErrorCode::InvalidArgument);
+  CHECK_FALSE(seg.find("bad").has_value());
+  CHECK_THROWS_CODE(shmstate::inspect::create(seg, shmstate::Kind::FifoLock, "bad", 1, {}),
+                    ErrorCode::InvalidArgument);
+
+  std::uint64_t last = 0;
+  {
+    auto lock = seg.open_fifo_lock("sem");
+    for (int i = 0; i < 5; ++i) last = lock.acquire().token();
+    auto held = lock.acquire();  // held while the snapshot is taken: not persisted
+    last = held.token();
+    auto saved = d->snapshot(seg, *seg.find("sem"));
+    test::TempSegment t2("fl");
+    auto seg2 = Segment::create(t2.name());
+    d->restore(seg2, "sem", saved);
+    auto restored = seg2.open_fifo_lock("sem");
+    CHECK(restored.modes() == LockModes::semaphore(3));
+    CHECK(restored.capacity() == 8);
+    CHECK(test::queued(seg2, "sem") == 0);
+    auto g = restored.acquire();
+    CHECK(g.token() == last + 1);  // never backwards
+    CHECK(d->state(seg2, *seg2.find("sem")).at("holders").as_array().size() == 1);
+    CHECK_THROWS_CODE(d->restore(seg2, "sem", saved), ErrorCode::AlreadyExists);
+    for (const auto* doc : {R"(1)", R"({"modes":[],"slots":8,"last_token":1})",
+                            R"({"modes":[{"name":"a"}],"slots":0,"last_token":1})",
+                            R"({"modes":[{"name":"a"}],"slots":8,"last_token":-1})",
+                            R"({"modes":[{"name":"a"}],"slots":8})"})
+      CHECK_THROWS_CODE(d->restore(seg2, "other", boost::json::parse(doc)), ErrorCode::Corrupt);
+    CHECK_FALSE(seg2.find("other").has_value());
+  }
 }

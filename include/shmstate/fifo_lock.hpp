@@ -101,6 +101,7 @@ namespace shmstate {
 
 namespace detail {
 struct FifoLockHandle;
+struct FifoLockAccess;
 }
 
 // One row of a mode table.
@@ -238,6 +239,7 @@ class SHMSTATE_API FifoLock {
 
  private:
   friend class Segment;
+  friend struct detail::FifoLockAccess;
   explicit FifoLock(std::shared_ptr<detail::FifoLockHandle> handle) : h_(std::move(handle)) {}
   std::size_t resolve(const ModeSelector& mode) const;
   std::size_t only_mode() const;

@@ -4,6 +4,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
 #include <climits>
 #include <cstring>
 #include <new>
@@ -15,6 +18,9 @@
 #include <shmstate/error.hpp>
 
 #include "platform/crash_point.hpp"
+#include "platform/system_error.hpp"
+#include "primitives/json_exact.hpp"
+#include "primitives/kind.hpp"
 #include "platform/futex.hpp"
 #include "segment/segment_impl.hpp"
 
@@ -24,6 +30,7 @@ using detail::FifoLockHandle;
 using detail::FifoLockSlot;
 using detail::FifoLockState;
 using std::chrono::steady_clock;
+namespace json = boost::json;
 
 // ---------------------------------------------------------------- LockModes
 
@@ -267,8 +274,10 @@ class Locked {
     auto& sl = slots_[i];
     std::uint32_t m = sl.mode;
     // A capacity-limited mode is told about a dead holder of its own mode too.
+    // The slot keeps the bits it consumed: a grant given back unseen (a
+    // stopped waiter) returns them, so the news reaches the next holder.
     std::uint32_t told = h_.conflicts[m] | (h_.capacity[m] != 0 ? 1u << m : 0u);
-    sl.died = (s_.died_modes & told) != 0 ? 1 : 0;
+    sl.died = s_.died_modes & told;
     s_.died_modes &= ~told;
     sl.token = ++s_.next_token;
     sl.since_ns = detail::steady_ns();
@@ -492,8 +501,10 @@ std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_cloc
       wake_all(h, wake);
       return g;
     }
-    if (!try_only) {
-      // About to queue: holders that have held for over a slice may be dead.
+    {
+      // About to queue (or to fail a try): holders that have held for over a
+      // slice may be dead. try_acquire checks too, or a caller that only ever
+      // tries would never see a dead holder's hold go away.
       if (L.reclaim(std::chrono::duration_cast<std::chrono::nanoseconds>(detail::kWaitSlice).count())) {
         L.grant_head();
         if (s.waiting == 0 && L.compatible(m)) {
@@ -566,7 +577,10 @@ std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_cloc
         if (st == detail::kSlotHeld && !stopped) {
           result = granted();  // granted just as the deadline passed: keep it
         } else {
-          L.free(index);  // a stopped request never keeps a grant
+          // A stopped request never keeps a grant; a grant it gives back
+          // unseen returns the dead-holder news it consumed.
+          if (st == detail::kSlotHeld) L.s().died_modes |= sl.died & ((1u << h.modes.size()) - 1);
+          L.free(index);
           L.grant_head();
         }
         wake.swap(L.wake());
@@ -649,18 +663,38 @@ void FifoLock::Guard::release() {
 
 // ---------------------------------------------------------------- Segment
 
-namespace {
+namespace detail {
 
-std::shared_ptr<FifoLockHandle> make_handle(detail::SegmentImpl& impl, const detail::ObjectSlot& slot,
-                                            std::string_view name) {
-  auto* s = impl.state_of<FifoLockState>(slot, detail::kFifoLockLayoutVersion);
-  std::string where = impl.where(name);
-  if (s->slot_count == 0 || s->slot_count > detail::kFifoLockMaxSlots ||
-      slot.info.size < detail::fifo_lock_bytes(s->slot_count))
+void init_fifo_lock(std::byte* p, const LockModes& modes, std::uint32_t slots, std::uint64_t next_token) {
+  auto* s = new (p) FifoLockState;
+  s->header = {static_cast<std::uint32_t>(Kind::FifoLock), kFifoLockLayoutVersion};
+  s->mode_count = static_cast<std::uint32_t>(modes.size());
+  s->slot_count = slots;
+  s->next_token = next_token;
+  s->mutex.init();
+  for (std::size_t i = 0; i < modes.size(); ++i) {
+    const auto& m = modes.modes()[i];
+    std::memcpy(s->modes[i].name, m.name.data(), m.name.size());
+    for (const auto& c : m.conflicts) s->modes[i].conflicts |= 1u << *modes.index_of(c);
+    s->modes[i].capacity = m.capacity;
+  }
+  auto* sl = fifo_slots(s);
+  for (std::uint32_t i = 0; i < slots; ++i) new (&sl[i]) FifoLockSlot{};
+}
+
+std::shared_ptr<FifoLockHandle> fifo_lock_handle(FifoLockState* s, std::uint64_t bytes, const std::string& segment,
+                                                 std::string_view object) {
+  std::string where = platform::where(segment, object);
+  if (bytes < sizeof(FifoLockState) || s->header.kind != static_cast<std::uint32_t>(Kind::FifoLock) ||
+      s->header.layout_version != kFifoLockLayoutVersion)
+    throw Error(ErrorCode::Corrupt, where + ": corrupt fifo lock: bad header (kind " +
+                                        std::to_string(s->header.kind) + ", layout version " +
+                                        std::to_string(s->header.layout_version) + ")");
+  if (s->slot_count == 0 || s->slot_count > kFifoLockMaxSlots || bytes < fifo_lock_bytes(s->slot_count))
     throw Error(ErrorCode::Corrupt, where + ": corrupt fifo lock: slot count " + std::to_string(s->slot_count) +
-                                        " does not fit its " + std::to_string(slot.info.size) + " bytes");
+                                        " does not fit its " + std::to_string(bytes) + " bytes");
   auto h = std::make_shared<FifoLockHandle>(
-      FifoLockHandle{s, impl.name, std::string(name), detail::stored_modes(*s, where), {}, {}});
+      FifoLockHandle{s, segment, std::string(object), stored_modes(*s, where), {}, {}});
   for (std::uint32_t i = 0; i < s->mode_count; ++i) {
     h->conflicts[i] = s->modes[i].conflicts;
     h->capacity[i] = s->modes[i].capacity;
@@ -668,38 +702,257 @@ std::shared_ptr<FifoLockHandle> make_handle(detail::SegmentImpl& impl, const det
   return h;
 }
 
+void check_fifo_lock_slots(std::uint32_t slots, const std::string& where) {
+  if (slots == 0 || slots > kFifoLockMaxSlots)
+    throw Error(ErrorCode::InvalidArgument, where + ": fifo lock slots must be 1.." +
+                                                std::to_string(kFifoLockMaxSlots) + ", not " + std::to_string(slots));
+}
+
+FifoLock FifoLockAccess::create(SegmentImpl& impl, std::string_view name, const LockModes& modes,
+                                std::uint32_t slots, CreateMode mode, bool* created, std::uint64_t next_token) {
+  check_fifo_lock_slots(slots, impl.where(name));
+  auto slot = impl.find_or_create(
+      name, Kind::FifoLock, fifo_lock_bytes(slots), alignof(FifoLockState),
+      [&](std::byte* p) { init_fifo_lock(p, modes, slots, next_token); }, mode);
+  if (created != nullptr) *created = slot.created;
+  auto h = open(impl, slot, name);
+  if (!(h.modes() == modes))
+    throw Error(ErrorCode::KindMismatch, impl.where(name) + ": fifo lock exists with modes [" +
+                                             h.modes().to_string() + "], not the requested [" + modes.to_string() +
+                                             "]");
+  return h;
+}
+
+FifoLock FifoLockAccess::open(SegmentImpl& impl, const ObjectSlot& slot, std::string_view name) {
+  auto* s = impl.state_of<FifoLockState>(slot, kFifoLockLayoutVersion);
+  return FifoLock(fifo_lock_handle(s, slot.info.size, impl.name, name));
+}
+
+// ---- the kind descriptor (kind.hpp) ----
+
+namespace {
+
+template <class T>
+T peek(const T& field) noexcept {
+  // dump reads without the lock (it must not wait on a stuck holder): each
+  // field is read once, atomically; fields may be from different instants.
+  return std::atomic_ref<T>(const_cast<T&>(field)).load(std::memory_order_relaxed);
+}
+
+// What dump shows of one slot.
+struct SlotView {
+  platform::ProcessIdentity owner;
+  platform::Liveness alive;
+  std::string mode;
+  std::uint64_t token;   // holders
+  std::uint64_t ticket;  // waiters: queue order
+  double seconds;        // held for / waiting for
+};
+
+struct LockView {
+  std::shared_ptr<FifoLockHandle> h;
+  std::uint64_t next_token = 0;
+  std::vector<SlotView> holders, waiters;
+};
+
+LockView view_of(const Segment& seg, const ObjectInfo& o) {
+  LockView v;
+  v.h = FifoLockAccess::handle(seg.open_fifo_lock(o.name));
+  auto* st = v.h->s;
+  v.next_token = peek(st->next_token) + 1;
+  auto* sl = fifo_slots(st);
+  std::int64_t now = steady_ns();
+  for (std::uint32_t i = 0; i < st->slot_count; ++i) {
+    std::uint32_t state = sl[i].state.load(std::memory_order_acquire);
+    if (state != kSlotWaiting && state != kSlotHeld) continue;
+    SlotView x;
+    x.owner.pid = peek(sl[i].owner.pid);
+    x.owner.reserved = 0;
+    x.owner.start_time = peek(sl[i].owner.start_time);
+    x.alive = platform::liveness(x.owner);
+    std::uint32_t m = peek(sl[i].mode);
+    x.mode = m < v.h->modes.size() ? v.h->modes.modes()[m].name : "?" + std::to_string(m);
+    x.token = peek(sl[i].token);
+    x.ticket = peek(sl[i].ticket);
+    x.seconds = static_cast<double>(std::max<std::int64_t>(0, now - peek(sl[i].since_ns))) / 1e9;
+    (state == kSlotHeld ? v.holders : v.waiters).push_back(std::move(x));
+  }
+  std::sort(v.holders.begin(), v.holders.end(), [](const SlotView& a, const SlotView& b) { return a.token < b.token; });
+  std::sort(v.waiters.begin(), v.waiters.end(),
+            [](const SlotView& a, const SlotView& b) { return a.ticket < b.ticket; });
+  return v;
+}
+
+const char* alive_text(platform::Liveness l) {
+  return l == platform::Liveness::Alive ? "alive" : l == platform::Liveness::Dead ? "dead" : "unknown";
+}
+
+json::value alive_json(platform::Liveness l) {
+  if (l == platform::Liveness::Unknown) return nullptr;
+  return l == platform::Liveness::Alive;
+}
+
+// Milliseconds, rounded: dump's "held for" and "waiting for".
+double rounded(double seconds) { return std::round(seconds * 1000.0) / 1000.0; }
+
+json::object fifo_lock_state(const Segment& seg, const ObjectInfo& o) {
+  auto v = view_of(seg, o);
+  json::object out;
+  out["modes"] = v.h->modes.to_json().as_object()["modes"];
+  out["slots"] = v.h->s->slot_count;
+  out["next_token"] = v.next_token;
+  json::array holders, waiters;
+  for (const auto& x : v.holders)
+    holders.push_back(json::object{{"pid", x.owner.pid},
+                                   {"alive", alive_json(x.alive)},
+                                   {"mode", x.mode},
+                                   {"token", x.token},
+                                   {"held_for", rounded(x.seconds)}});
+  for (const auto& x : v.waiters)
+    waiters.push_back(json::object{
+        {"pid", x.owner.pid}, {"alive", alive_json(x.alive)}, {"mode", x.mode}, {"waiting_for", rounded(x.seconds)}});
+  out["holders"] = std::move(holders);
+  out["waiters"] = std::move(waiters);
+  return out;
+}
+
+std::string seconds_text(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3fs", s);
+  return buf;
+}
+
+std::string fifo_lock_text(const Segment& seg, const ObjectInfo& o, std::size_t width) {
+  auto v = view_of(seg, o);
+  std::string first = v.holders.empty() ? "free" : std::to_string(v.holders.size()) + " held";
+  first += ", " + std::to_string(v.waiters.size()) + " waiting, next token " + std::to_string(v.next_token) +
+           "; modes " + v.h->modes.to_string();
+  std::string out = inspect::excerpt(first, width);
+  for (const auto& x : v.holders)
+    out += "\nholder pid " + std::to_string(x.owner.pid) + " (" + alive_text(x.alive) + ") " + x.mode + " token " +
+           std::to_string(x.token) + " held for " + seconds_text(x.seconds);
+  for (const auto& x : v.waiters)
+    out += "\nwaiter pid " + std::to_string(x.owner.pid) + " (" + alive_text(x.alive) + ") " + x.mode +
+           " waiting for " + seconds_text(x.seconds);
+  return out;
+}
+
+std::uint32_t slots_option(const CreateRequest& r, const std::string& where) {
+  const std::string* text = r.option("slots");
+  if (text == nullptr) return 64;
+  std::uint32_t n = 0;
+  auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), n);
+  if (ec != std::errc{} || end != text->data() + text->size())
+    throw Error(ErrorCode::InvalidArgument, where + ": --slots takes a number, not '" + *text + "'");
+  check_fifo_lock_slots(n, where);
+  return n;
+}
+
+bool create_fifo_lock(Segment& seg, std::string_view object, const CreateRequest& r) {
+  std::string where = seg.impl().where(object);
+  if (!r.initial.is_null())
+    throw Error(ErrorCode::InvalidArgument, where + ": a fifo_lock takes no initial value (give --modes)");
+  const std::string* modes = r.option("modes");
+  LockModes table = modes != nullptr ? parse_lock_modes(*modes, where) : LockModes::exclusive();
+  bool created = false;
+  FifoLockAccess::create(seg.impl(), object, table, slots_option(r, where), CreateMode::OpenOrCreate, &created, 0);
+  return created;
+}
+
+// Persistent state: the mode table, the slot count and the token counter.
+// Holds and queued requests belong to processes and are not persisted.
+json::value fifo_lock_snapshot(const Segment& seg, const ObjectInfo& o) {
+  auto h = FifoLockAccess::handle(seg.open_fifo_lock(o.name));
+  json::object out;
+  out["modes"] = h->modes.to_json().as_object()["modes"];
+  out["slots"] = h->s->slot_count;
+  // The last token issued: the restored lock's grants all come after it.
+  out["last_token"] = peek(h->s->next_token);
+  return out;
+}
+
+void fifo_lock_restore(Segment& seg, std::string_view object, const json::value& saved) {
+  std::string where = seg.impl().where(object);
+  auto bad = [&](const std::string& what) -> Error {
+    return Error(ErrorCode::Corrupt, where + ": saved fifo lock: " + what);
+  };
+  const auto* o = saved.if_object();
+  if (o == nullptr) throw bad("not a JSON object");
+  const auto* modes = o->if_contains("modes");
+  const auto* slots = o->if_contains("slots");
+  const auto* last = o->if_contains("last_token");
+  if (modes == nullptr || slots == nullptr || last == nullptr) throw bad("needs modes, slots and last_token");
+  auto as_u64 = [&](const json::value& v, const char* name) -> std::uint64_t {
+    if (v.is_uint64()) return v.get_uint64();
+    if (v.is_int64() && v.get_int64() >= 0) return static_cast<std::uint64_t>(v.get_int64());
+    throw bad(std::string(name) + " is not a non-negative integer");
+  };
+  std::uint64_t n = as_u64(*slots, "slots");
+  if (n == 0 || n > kFifoLockMaxSlots) throw bad("slots " + std::to_string(n) + " out of range");
+  std::optional<LockModes> table;
+  try {
+    table = LockModes::from_json(*modes);
+  } catch (const Error& e) {
+    throw bad(e.what());
+  }
+  FifoLockAccess::create(seg.impl(), object, *table, static_cast<std::uint32_t>(n), CreateMode::Exclusive, nullptr,
+                         as_u64(*last, "last_token"));
+}
+
+constexpr inspect::CreateOption kFifoLockOptions[] = {
+    {"modes", "MODES", "fifo_lock modes: exclusive (default), rw, semaphore:N, or a JSON mode table"},
+    {"slots", "N", "fifo_lock holder+waiter slots (default 64)"},
+};
+
 }  // namespace
 
+LockModes parse_lock_modes(std::string_view text, const std::string& where) {
+  try {
+    if (text == "exclusive") return LockModes::exclusive();
+    if (text == "rw" || text == "read_write") return LockModes::read_write();
+    if (text.starts_with("semaphore:")) {
+      auto digits = text.substr(10);
+      std::uint32_t n = 0;
+      auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+      if (ec != std::errc{} || end != digits.data() + digits.size() || digits.empty())
+        throw Error(ErrorCode::InvalidArgument, "semaphore:N takes a number of permits, not '" +
+                                                    std::string(digits) + "'");
+      return LockModes::semaphore(n);
+    }
+    if (!text.empty() && (text.front() == '{' || text.front() == '['))
+      {
+      boost::system::error_code ec;
+      auto v = parse_json_exact(text, ec);
+      if (ec) throw Error(ErrorCode::InvalidArgument, "invalid JSON: " + ec.message());
+      return LockModes::from_json(v);
+    }
+    throw Error(ErrorCode::InvalidArgument, "expected exclusive, rw, semaphore:N or a JSON mode table, not '" +
+                                                inspect::excerpt(text) + "'");
+  } catch (const Error& e) {
+    throw Error(e.code(), where + ": --modes: " + e.what());
+  }
+}
+
+const KindDescriptor& fifo_lock_kind() {
+  static constexpr KindDescriptor d{.kind = Kind::FifoLock,
+                                    .name = "fifo_lock",
+                                    .create_options = kFifoLockOptions,
+                                    .create = &create_fifo_lock,
+                                    .state = &fifo_lock_state,
+                                    .text = &fifo_lock_text,
+                                    .snapshot = &fifo_lock_snapshot,
+                                    .restore = &fifo_lock_restore};
+  return d;
+}
+
+}  // namespace detail
+
 FifoLock Segment::fifo_lock(std::string_view name, const LockModes& modes, std::uint32_t slots) {
-  if (slots == 0 || slots > detail::kFifoLockMaxSlots)
-    throw Error(ErrorCode::InvalidArgument, impl_->where(name) + ": fifo lock slots must be 1.." +
-                                                std::to_string(detail::kFifoLockMaxSlots));
-  auto slot = impl_->find_or_create(
-      name, Kind::FifoLock, detail::fifo_lock_bytes(slots), alignof(FifoLockState), [&](std::byte* p) {
-        auto* s = new (p) FifoLockState;
-        s->header = {static_cast<std::uint32_t>(Kind::FifoLock), detail::kFifoLockLayoutVersion};
-        s->mode_count = static_cast<std::uint32_t>(modes.size());
-        s->slot_count = slots;
-        s->mutex.init();
-        for (std::size_t i = 0; i < modes.size(); ++i) {
-          const auto& m = modes.modes()[i];
-          std::memcpy(s->modes[i].name, m.name.data(), m.name.size());
-          for (const auto& c : m.conflicts) s->modes[i].conflicts |= 1u << *modes.index_of(c);
-          s->modes[i].capacity = m.capacity;
-        }
-        auto* sl = detail::fifo_slots(s);
-        for (std::uint32_t i = 0; i < slots; ++i) new (&sl[i]) FifoLockSlot{};
-      });
-  auto h = make_handle(*impl_, slot, name);
-  if (!(h->modes == modes))
-    throw Error(ErrorCode::KindMismatch, impl_->where(name) + ": fifo lock exists with modes [" +
-                                             h->modes.to_string() + "], not the requested [" + modes.to_string() + "]");
-  return FifoLock(std::move(h));
+  return detail::FifoLockAccess::create(*impl_, name, modes, slots, CreateMode::OpenOrCreate, nullptr, 0);
 }
 
 FifoLock Segment::open_fifo_lock(std::string_view name) const {
-  auto slot = impl_->find_existing(name, Kind::FifoLock);
-  return FifoLock(make_handle(*impl_, slot, name));
+  return detail::FifoLockAccess::open(*impl_, impl_->find_existing(name, Kind::FifoLock), name);
 }
 
 }  // namespace shmstate

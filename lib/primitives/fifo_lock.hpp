@@ -23,7 +23,9 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <string_view>
 
 #include <shmstate/detail/object_header.hpp>
 #include <shmstate/fifo_lock.hpp>
@@ -56,7 +58,7 @@ struct alignas(64) FifoLockSlot {
   std::uint64_t ticket;              // 32 queue order
   std::uint64_t token;               // 40 fencing token of the grant
   std::int64_t since_ns;             // 48 steady clock: queued at, then granted at
-  std::uint32_t died;                // 56 grant follows a dead conflicting holder
+  std::uint32_t died;                // 56 died_modes bits this grant consumed (nonzero: told)
   std::uint32_t reserved;            // 60
 };
 static_assert(sizeof(FifoLockSlot) == 64);
@@ -96,6 +98,36 @@ struct FifoLockHandle {
 
   std::string where() const { return "segment '" + segment + "', object '" + object + "'"; }
 };
+
+struct SegmentImpl;
+struct ObjectSlot;
+
+// Constructs a FifoLock's state (and its slots) at p.
+void init_fifo_lock(std::byte* p, const LockModes& modes, std::uint32_t slots, std::uint64_t next_token);
+
+// A handle on the state at s (`bytes` of it are the object's), validated:
+// header, slot count against the size, mode table. Throws Corrupt naming
+// segment and object. Monitors use it for the FifoLock inside them.
+std::shared_ptr<FifoLockHandle> fifo_lock_handle(FifoLockState* s, std::uint64_t bytes, const std::string& segment,
+                                                 std::string_view object);
+
+// InvalidArgument unless 1 <= slots <= kFifoLockMaxSlots.
+void check_fifo_lock_slots(std::uint32_t slots, const std::string& where);
+
+// The library's ways to make FifoLock handles (its constructor is private).
+struct FifoLockAccess {
+  // Segment::fifo_lock with a create mode, says whether it created, and a
+  // starting token counter (restore).
+  static FifoLock create(SegmentImpl& impl, std::string_view name, const LockModes& modes, std::uint32_t slots,
+                         CreateMode mode, bool* created, std::uint64_t next_token);
+  static FifoLock open(SegmentImpl& impl, const ObjectSlot& slot, std::string_view name);
+  static FifoLock wrap(std::shared_ptr<FifoLockHandle> h) { return FifoLock(std::move(h)); }
+  static const std::shared_ptr<FifoLockHandle>& handle(const FifoLock& l) { return l.h_; }
+};
+
+// `shmstate new --modes`: exclusive, rw (read_write), semaphore:N, or a JSON
+// table (LockModes::from_json). InvalidArgument naming `where`.
+LockModes parse_lock_modes(std::string_view text, const std::string& where);
 
 // Reads the stored table (validating it); throws Corrupt naming the lock.
 LockModes stored_modes(const FifoLockState& s, const std::string& where);

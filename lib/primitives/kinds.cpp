@@ -12,11 +12,11 @@ const KindDescriptor& int64_kind();
 const KindDescriptor& double_kind();
 const KindDescriptor& atom_kind();
 const KindDescriptor& reference_kind();
+const KindDescriptor& fifo_lock_kind();
 
 namespace {
 // Placeholders until these kinds land: their names only (so kind_name() and
 // the registry's validation know them), no operations.
-constexpr KindDescriptor kFifoLockName{.kind = Kind::FifoLock, .name = "fifo_lock"};
 constexpr KindDescriptor kMonitorName{.kind = Kind::Monitor, .name = "monitor"};
 constexpr KindDescriptor kSignalName{.kind = Kind::Signal, .name = "signal"};
 }  // namespace
@@ -29,7 +29,7 @@ std::span<const KindDescriptor* const> kinds() noexcept {
       &double_kind(),
       &atom_kind(),
       &reference_kind(),
-      &kFifoLockName,
+      &fifo_lock_kind(),
       &kMonitorName,
       &kSignalName,
   };
