@@ -116,8 +116,10 @@ TEST_CASE("the kind table: one descriptor per kind, in Kind order; names and cre
   for (const auto* d : shmstate::detail::kinds())
     if (d->create != nullptr) creatable.push_back(d->kind);
   CHECK(in::creatable_kinds() == creatable);
-  CHECK(in::creatable_kinds() == std::vector<Kind>{Kind::Bool, Kind::Int64, Kind::Double, Kind::Atom, Kind::Reference});
+  CHECK(in::creatable_kinds() == std::vector<Kind>{Kind::Bool, Kind::Int64, Kind::Double, Kind::Atom, Kind::Reference,
+                                                     Kind::FifoLock});
   CHECK(in::create_options(Kind::Int64).empty());
+  CHECK(in::create_options(Kind::FifoLock).size() == 2);
 }
 
 TEST_CASE("inspect messages: articles, numbers in shortest form, long values as a short one-line prefix") {
@@ -184,7 +186,7 @@ TEST_CASE("inspect messages: articles, numbers in shortest form, long values as 
   SUBCASE("create: kinds without creation, options the kind does not take") {
     auto e = error_of([&] { in::create(seg, Kind::Signal, "s", nullptr); });
     CHECK(e.code() == ErrorCode::InvalidArgument);
-    CHECK(contains(e.what(), "a signal cannot be created here (new works on bool, int64, double, atom and reference)"));
+    CHECK(contains(e.what(), "a signal cannot be created here (new works on bool, int64, double, atom, reference and fifo_lock)"));
     e = error_of([&] { in::create(seg, Kind::Int64, "j", json::value(1), {{"modes", "rw"}}); });
     CHECK(e.code() == ErrorCode::InvalidArgument);
     CHECK(contains(e.what(), "an int64 takes no option --modes"));
