@@ -110,6 +110,20 @@ struct SegmentOptions {
   std::size_t size = 1 << 20;     // total bytes, header and registry included
   unsigned mode = 0600;           // applied exactly, whatever the umask; must include 0600
   std::uint32_t max_objects = 256;  // registry capacity, fixed at creation (1..65536)
+  // open_or_create only: when it creates the segment and a snapshot file
+  // exists at this path, the segment is restored from it (Segment::restore:
+  // the snapshot's size, mode and max_objects, not the ones above). No file
+  // there: created empty with the options above (a first start has no
+  // snapshot yet). Any other problem with the file is an error and nothing is
+  // created. Empty: no restore. Segment::create refuses a non-empty one.
+  std::string restore_from = {};
+};
+
+// Segment::restore's choices; each unset one is the snapshot's own.
+struct RestoreOptions {
+  std::optional<std::size_t> size = std::nullopt;
+  std::optional<unsigned> mode = std::nullopt;
+  std::optional<std::uint32_t> max_objects = std::nullopt;
 };
 
 struct ObjectInfo {
@@ -160,7 +174,29 @@ class SHMSTATE_API Segment {
 
   // Opens the segment, creating it with `options` if it does not exist. When it
   // exists, `options` are ignored (the segment keeps its own size and mode).
+  // With options.restore_from, a segment this call creates is restored from
+  // that snapshot (see SegmentOptions); racing callers all get the one segment
+  // that was published, restored whole. Throws what create() and restore() throw.
   static Segment open_or_create(std::string_view name, const SegmentOptions& options = {});
+
+  // Creates segment `name` from the snapshot file at `path` (written by
+  // snapshot()), with the snapshot's size, mode and max_objects unless
+  // `options` says otherwise, holding every object of the snapshot in its
+  // saved state (atoms and references with their versions, locks with their
+  // mode tables and token counters; see each kind's contract). Published
+  // whole, like create(): the segment is built under a temporary name and
+  // renamed into place only when every object is restored, so no opener ever
+  // sees it half-restored, and a process killed midway leaves nothing under
+  // `name` (its temporary file is swept by a later create).
+  // Restored versions and tokens equal the snapshot's: they never go
+  // backwards relative to it (a process that saw a newer one before the
+  // snapshot was taken may see them repeat).
+  // Throws, creating nothing: NotFound (no file at `path`), LayoutMismatch
+  // (not a snapshot, a newer snapshot format, or a kind this library cannot
+  // restore), Corrupt (truncated or damaged: the message names the path and
+  // the object), AlreadyExists (`name` is taken), SegmentFull (`options`
+  // made it too small), InvalidArgument, PermissionDenied, Io.
+  static Segment restore(std::string_view name, const std::string& path, const RestoreOptions& options = {});
 
   // Removes the name (processes that have it open keep using it; the memory is
   // freed when the last one exits). Returns false if there was no such
@@ -179,6 +215,24 @@ class SHMSTATE_API Segment {
 
   const std::string& name() const noexcept;
   SegmentInfo info() const;
+
+  // Writes every object's state to the file at `path` as one versioned JSON
+  // document (format in docs/cli.md, "snapshot"), replacing the file
+  // durably and atomically: a temp file beside it, fsync, rename, fsync of
+  // the directory (the Store's writer). Readers of the file, and a later
+  // restore(), see the previous snapshot or this one, never a mix, whenever
+  // this process is killed. A new file gets the segment's permission bits; an
+  // existing one keeps its mode.
+  // What it captures: each object atomically (one consistent state of that
+  // object), objects one after another. The whole is NOT one instant across
+  // objects: a change to `a` then `b` by another process during the snapshot
+  // may show in `b` and not in `a`. Writers are never blocked (locks are held
+  // only while copying their own state); objects created while it runs may
+  // or may not be in it. Doubles are exact, NaN and infinities included.
+  // Throws KindMismatch if an object's kind cannot be saved (naming it),
+  // Corrupt for a damaged object, and the file's errors: NotFound (no such
+  // directory), PermissionDenied, InvalidArgument, Io (disk full included).
+  void snapshot(const std::string& path) const;
 
   // The ready objects, in registry order. Lock-free; never blocks on a writer.
   // Throws Corrupt if a registry entry fails validation.

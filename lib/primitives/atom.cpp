@@ -78,8 +78,10 @@ CoreRegistry& core_registry() {
   return *r;
 }
 
+// A new atom holding `bytes` at `version` (0 for a created one; a restored
+// one starts at its snapshot's version, so versions never go backwards).
 void init_atom_state(SegmentImpl& segment, std::byte* p, Kind kind, const std::string& bytes,
-                     std::string_view object) {
+                     std::string_view object, std::uint64_t version = 0) {
   auto* s = new (p) AtomState;
   s->header = {static_cast<std::uint32_t>(kind), kAtomLayoutVersion};
   s->writer.init();
@@ -89,7 +91,7 @@ void init_atom_state(SegmentImpl& segment, std::byte* p, Kind kind, const std::s
   s->buffers[0].offset.store(offset, std::memory_order_relaxed);
   s->buffers[0].capacity.store(capacity, std::memory_order_relaxed);
   s->buffers[0].length.store(bytes.size(), std::memory_order_relaxed);
-  s->current.store(0, std::memory_order_release);
+  s->current.store(version << 1, std::memory_order_release);  // buffer 0 active
 }
 
 // Opens the atom or reference `name`; with `initial`, creates it if missing
@@ -598,6 +600,42 @@ json::value atom_swap(const Segment& s, const ObjectInfo& o, const SwapFunction&
   return *core_of<K>(s, o.name)->swap(f).second;
 }
 
+// {value, version}: the same pair as state, from one consistent read.
+template <Kind K>
+json::value atom_snapshot(const Segment& s, const ObjectInfo& o) {
+  return atom_state<K>(s, o);
+}
+
+// The largest version a state word can carry (version << 1 | buffer).
+constexpr std::uint64_t kMaxAtomVersion = ~std::uint64_t{0} >> 1;
+
+template <Kind K>
+void atom_restore(Segment& s, std::string_view object, const json::value& saved) {
+  if (!saved.is_object()) throw wrong_state(s, object, K, "not a JSON object with \"value\" and \"version\"");
+  const json::object& o = saved.get_object();
+  const json::value* value = o.if_contains("value");
+  const json::value* version = o.if_contains("version");
+  if (value == nullptr) throw wrong_state(s, object, K, "no \"value\"");
+  std::uint64_t v = 0;
+  if (version != nullptr && version->is_int64() && version->get_int64() >= 0)
+    v = static_cast<std::uint64_t>(version->get_int64());
+  else if (version != nullptr && version->is_uint64())
+    v = version->get_uint64();
+  else
+    throw wrong_state(s, object, K, "\"version\" is missing or not a non-negative integer");
+  if (v > kMaxAtomVersion) throw wrong_state(s, object, K, "\"version\" " + std::to_string(v) + " is above 2^63 - 1");
+  SegmentImpl& segment = s.impl();
+  std::string bytes;
+  try {
+    bytes = encode_storable(*value, [&] { return segment.where(object); });
+  } catch (const Error& e) {
+    throw wrong_state(s, object, K, e.what());
+  }
+  segment.find_or_create(object, K, sizeof(AtomState), alignof(AtomState),
+                         [&](std::byte* p) { init_atom_state(segment, p, K, bytes, object, v); },
+                         CreateMode::Exclusive);
+}
+
 template <Kind K>
 constexpr KindDescriptor atom_descriptor(std::string_view name) {
   return {.kind = K,
@@ -607,7 +645,9 @@ constexpr KindDescriptor atom_descriptor(std::string_view name) {
           .state = &atom_state<K>,
           .text = &atom_text<K>,
           .set = &atom_set<K>,
-          .swap = &atom_swap<K>};
+          .swap = &atom_swap<K>,
+          .snapshot = &atom_snapshot<K>,
+          .restore = &atom_restore<K>};
 }
 
 }  // namespace

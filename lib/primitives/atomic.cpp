@@ -1,8 +1,12 @@
 #include <shmstate/atomic.hpp>
 
+#include <bit>
+#include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <new>
+#include <optional>
 
 #include "primitives/kind.hpp"
 #include "segment/segment_impl.hpp"
@@ -130,11 +134,78 @@ json::value add(const Segment& s, const ObjectInfo& o, const json::value& delta)
   return to_json(s.open_atomic<T>(o.name).add_and_get(from_json<T>(s, o.name, delta)));
 }
 
+// ---- snapshot and restore: the value, exactly ----
+
+// A double's saved state: a JSON number when finite (written shortest-exact,
+// read back by the exact parser, -0 included); "Infinity", "-Infinity"; "NaN"
+// for the default quiet NaN and "NaN:0x<16 hex digits>" (the bits) for any
+// other NaN, so sign and payload survive too.
+constexpr std::uint64_t kDefaultNaNBits = 0x7ff8000000000000ULL;
+
+json::value saved_double(double v) {
+  if (std::isfinite(v)) return v;
+  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+  std::uint64_t bits = std::bit_cast<std::uint64_t>(v);
+  if (bits == kDefaultNaNBits) return "NaN";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "NaN:0x%016llx", static_cast<unsigned long long>(bits));
+  return buf;
+}
+
+std::optional<double> double_from_saved(const json::value& v) {
+  if (v.is_double()) return v.get_double();
+  if (v.is_int64()) return static_cast<double>(v.get_int64());  // "5" from a hand-written file
+  if (v.is_uint64()) return static_cast<double>(v.get_uint64());
+  if (!v.is_string()) return std::nullopt;
+  std::string_view t = v.get_string();
+  if (t == "Infinity") return std::numeric_limits<double>::infinity();
+  if (t == "-Infinity") return -std::numeric_limits<double>::infinity();
+  if (t == "NaN") return std::bit_cast<double>(kDefaultNaNBits);
+  constexpr std::string_view prefix = "NaN:0x";
+  if (t.size() != prefix.size() + 16 || t.substr(0, prefix.size()) != prefix) return std::nullopt;
+  std::uint64_t bits = 0;
+  auto [end, ec] = std::from_chars(t.data() + prefix.size(), t.data() + t.size(), bits, 16);
+  if (ec != std::errc() || end != t.data() + t.size()) return std::nullopt;
+  double d = std::bit_cast<double>(bits);
+  if (!std::isnan(d)) return std::nullopt;  // the bits of a number belong in a number
+  return d;
+}
+
+template <AtomicValue T>
+json::value snapshot(const Segment& s, const ObjectInfo& o) {
+  T v = s.open_atomic<T>(o.name).get();  // one load: atomic by itself
+  if constexpr (std::is_same_v<T, double>) return saved_double(v);
+  else return v;
+}
+
+template <AtomicValue T>
+void restore(Segment& s, std::string_view object, const json::value& saved) {
+  constexpr Kind kind = kind_of<T>();
+  T v{};
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!saved.is_bool()) throw wrong_state(s, object, kind, "not true or false");
+    v = saved.get_bool();
+  } else if constexpr (std::is_same_v<T, std::int64_t>) {
+    if (saved.is_int64()) v = saved.get_int64();
+    else throw wrong_state(s, object, kind, "not an integer in [-2^63, 2^63)");
+  } else {
+    auto d = double_from_saved(saved);
+    if (!d) throw wrong_state(s, object, kind, "not a number, \"Infinity\", \"-Infinity\", \"NaN\" or \"NaN:0x<16 hex digits>\"");
+    v = *d;
+  }
+  atomic_slot<T>(s.impl(), object, v, CreateMode::Exclusive);
+}
+
 }  // namespace
 
 const KindDescriptor& bool_kind() {
-  static constexpr KindDescriptor d{
-      .kind = Kind::Bool, .name = "bool", .create = &create<bool>, .value = &value<bool>, .set = &set<bool>};
+  static constexpr KindDescriptor d{.kind = Kind::Bool,
+                                    .name = "bool",
+                                    .create = &create<bool>,
+                                    .value = &value<bool>,
+                                    .set = &set<bool>,
+                                    .snapshot = &snapshot<bool>,
+                                    .restore = &restore<bool>};
   return d;
 }
 
@@ -144,7 +215,9 @@ const KindDescriptor& int64_kind() {
                                     .create = &create<std::int64_t>,
                                     .value = &value<std::int64_t>,
                                     .set = &set<std::int64_t>,
-                                    .add = &add<std::int64_t>};
+                                    .add = &add<std::int64_t>,
+                                    .snapshot = &snapshot<std::int64_t>,
+                                    .restore = &restore<std::int64_t>};
   return d;
 }
 
@@ -154,7 +227,9 @@ const KindDescriptor& double_kind() {
                                     .create = &create<double>,
                                     .value = &value<double>,
                                     .set = &set<double>,
-                                    .add = &add<double>};
+                                    .add = &add<double>,
+                                    .snapshot = &snapshot<double>,
+                                    .restore = &restore<double>};
   return d;
 }
 

@@ -105,11 +105,33 @@ struct KindDescriptor {
   // returns the new value.
   boost::json::value (*swap)(const Segment& segment, const ObjectInfo& object, const SwapFunction& f) = nullptr;
 
-  // Segment snapshots (issue 10). snapshot: the object's persistent state as
-  // one JSON value, captured atomically for this object. restore: creates
-  // `object` in `segment` (one being restored, not yet published) from what
-  // snapshot returned; throws Corrupt naming the object for a document it
-  // cannot take.
+  // ---- Segment snapshots (Segment::snapshot / Segment::restore) ----
+  //
+  // snapshot: the object's persistent state as one JSON value, captured
+  // atomically for this object (one load, one seqlock read, or a short hold of
+  // the object's own mutex; never a wait on another process's progress). It
+  // must be exact: restore(snapshot(x)) gives back every persisted bit (doubles
+  // bit for bit, NaN and infinities included: JSON has no literal for them, so
+  // a kind encodes them in its own state, e.g. as strings). The value must be
+  // storable (encode_storable): no NaN doubles, depth <= kMaxJsonDepth.
+  // What a kind persists and what it drops is part of its contract: locks keep
+  // their mode table and token counter but not holders or waiters (those
+  // processes are gone after a restore); counters that order events (atom
+  // versions, fencing tokens) are restored equal to the snapshot's, so they
+  // never go backwards relative to it.
+  //
+  // restore: creates `object` in `segment` from what snapshot returned. The
+  // segment is being restored and is not yet published (no other process can
+  // open it), but restore still creates through the ordinary creation path
+  // (SegmentImpl::find_or_create, CreateMode::Exclusive). `saved` comes from a
+  // file and is untrusted: check every field before creating anything, and
+  // throw Error(Corrupt) naming the object (wrong_state() below) for a document
+  // it cannot take. May throw SegmentFull. The caller prefixes messages with
+  // the snapshot's path and removes the half-built segment on any error.
+  //
+  // A kind with a null snapshot makes Segment::snapshot of a segment holding
+  // one fail (KindMismatch, naming it); a null restore makes a snapshot that
+  // holds one a LayoutMismatch (another library wrote it).
   boost::json::value (*snapshot)(const Segment& segment, const ObjectInfo& object) = nullptr;
   void (*restore)(Segment& segment, std::string_view object, const boost::json::value& saved) = nullptr;
 };
@@ -133,6 +155,9 @@ const KindDescriptor& require_operation(const Segment& segment, const ObjectInfo
 // "bool, int64 and double": the kinds that have operation `op`.
 template <class Op>
 std::string kinds_with(Op KindDescriptor::*op);
+
+// Error(Corrupt) for a restore: "<where>: saved state of an atom: <why>".
+Error wrong_state(const Segment& segment, std::string_view object, Kind kind, std::string_view why);
 
 // Error(InvalidArgument): "<where>: an int64 takes <expected>, not <value>",
 // the value quoted as a short one-line prefix of its shortest-form text.

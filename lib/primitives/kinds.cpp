@@ -64,6 +64,11 @@ void throw_lacking(const Segment& segment, const ObjectInfo& object, std::string
                                            " works on " + kinds_having + ")");
 }
 
+Error wrong_state(const Segment& segment, std::string_view object, Kind kind, std::string_view why) {
+  return Error(ErrorCode::Corrupt, platform::where(segment.name(), object) + ": saved state of " + a_kind(kind) +
+                                       ": " + std::string(why));
+}
+
 Error wrong_json(const Segment& segment, std::string_view object, Kind kind, const boost::json::value& value,
                  std::string_view expected) {
   return Error(ErrorCode::InvalidArgument, platform::where(segment.name(), object) + ": " + a_kind(kind) +

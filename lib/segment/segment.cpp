@@ -199,6 +199,17 @@ void Segment::check_options(std::string_view name, const SegmentOptions& options
 }
 
 Segment Segment::create(std::string_view name, const SegmentOptions& options) {
+  if (!options.restore_from.empty())
+    throw Error(ErrorCode::InvalidArgument, platform::where(name) +
+                                                ": create does not restore (restore_from is for open_or_create; "
+                                                "use Segment::restore)");
+  return detail::create_segment(name, options, nullptr);
+}
+
+namespace detail {
+
+Segment create_segment(std::string_view name, const SegmentOptions& options,
+                       const std::function<void(Segment&)>& fill) {
   detail::validate_segment_name(name);
   validate_options(name, options);
   sweep_stale_temps();
@@ -238,6 +249,15 @@ Segment Segment::create(std::string_view name, const SegmentOptions& options) {
     platform::throw_errno(rc, ctx + " (reserving " + std::to_string(options.size) + " bytes in /dev/shm)");
   bip::mapped_region region = boost_call(ctx, [&] { return bip::mapped_region(shm, bip::read_write); });
   init_header(*static_cast<SegmentHeader*>(region.get_address()), options);
+  // The view under the public name: messages of the fill name the segment
+  // being made, and after publishing this same view is cached.
+  auto impl = make_impl(name, region, *static_cast<const SegmentHeader*>(region.get_address()));
+  if (fill) {
+    // Only this process can reach the file under its temp name; if fill
+    // throws, the guard removes it and nothing is published.
+    Segment unpublished = SegmentFactory::make(impl);
+    fill(unpublished);
+  }
 
   SHMSTATE_CRASH_POINT("segment.before_publish");
   if (::renameat2(AT_FDCWD, shm_path(temp).c_str(), AT_FDCWD, shm_path(name).c_str(), RENAME_NOREPLACE) != 0)
@@ -250,11 +270,13 @@ Segment Segment::create(std::string_view name, const SegmentOptions& options) {
   // Another thread of this process may have opened the published name
   // between the rename and here: use its mapping and drop ours (ours was
   // never used for locking, so unmapping it loses nothing).
-  if (auto existing = cached(st)) return Segment(std::move(existing));
-  auto impl = make_impl(name, region, *static_cast<const SegmentHeader*>(region.get_address()));
+  if (auto existing = cached(st)) return SegmentFactory::make(std::move(existing));
   cache().emplace(std::make_pair(st.st_dev, st.st_ino), Cached{impl, std::move(region)});
-  return Segment(std::move(impl));
+  return SegmentFactory::make(std::move(impl));
 }
+
+}  // namespace detail
+
 
 Segment Segment::open(std::string_view name) {
   detail::validate_segment_name(name);
@@ -273,7 +295,13 @@ Segment Segment::open_or_create(std::string_view name, const SegmentOptions& opt
       if (e.code() != ErrorCode::NotFound || attempt >= 8) throw;
     }
     try {
-      return create(name, options);
+      if (options.restore_from.empty()) return create(name, options);
+      // A snapshot (if there is one) decides size and mode; else `options`.
+      if (auto restored = detail::restore_segment(name, options.restore_from, {}, /*missing_ok=*/true))
+        return *restored;
+      SegmentOptions plain = options;
+      plain.restore_from.clear();
+      return create(name, plain);
     } catch (const Error& e) {
       if (e.code() != ErrorCode::AlreadyExists || attempt >= 8) throw;
     }

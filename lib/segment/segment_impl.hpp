@@ -143,6 +143,19 @@ std::string random_temp_segment_name();
 // elsewhere to squat names. Defaults to random_temp_segment_name.
 extern std::string (*temp_segment_name)();
 
+// Segment::create's protocol with one more step: `fill` (if set) runs on the
+// new segment before it is published, while only this process can reach it
+// (it is under its temp name). If fill throws, the temp file is removed and
+// nothing is published; the error propagates. Throws what create throws
+// (AlreadyExists from the publishing rename, after fill has run).
+Segment create_segment(std::string_view name, const SegmentOptions& options,
+                       const std::function<void(Segment&)>& fill);
+
+// Segment::restore (lib/store/segment_snapshot.cpp). With missing_ok, no file
+// at `path` returns nullopt instead of throwing NotFound.
+std::optional<Segment> restore_segment(std::string_view name, const std::string& path, const RestoreOptions& options,
+                                       bool missing_ok);
+
 // Validates a header found in a file of `file_size` bytes. Throws
 // LayoutMismatch (not ours / other version) or Corrupt, naming `name`.
 void validate_header(std::string_view name, const std::byte* bytes, std::uint64_t file_size);

@@ -1,0 +1,325 @@
+// Segment::snapshot and Segment::restore across real processes: every kind's
+// state round-trips exactly (doubles bit for bit, NaN and infinities too),
+// versions never go backwards, bad snapshots create nothing, a restore is
+// published whole, and a writer killed midway leaves the previous file.
+#include <doctest/doctest.h>
+
+#include <sys/stat.h>
+
+#include <atomic>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <boost/json.hpp>
+
+#include <shmstate/atom.hpp>
+#include <shmstate/atomic.hpp>
+#include <shmstate/segment.hpp>
+#include <shmstate/testing.hpp>
+
+#include "support/checks.hpp"
+#include "support/proc.hpp"
+#include "support/temp_dir.hpp"
+
+using shmstate::ErrorCode;
+using shmstate::Segment;
+namespace json = boost::json;
+
+namespace {
+
+std::uint64_t bits(double d) { return std::bit_cast<std::uint64_t>(d); }
+
+// Doubles a snapshot must keep bit for bit.
+std::vector<double> awkward_doubles() {
+  return {0.0,
+          -0.0,
+          0.1,
+          0.9809778140020573,
+          1e308,
+          -5e-324,
+          std::numeric_limits<double>::denorm_min(),
+          std::numeric_limits<double>::max(),
+          std::numeric_limits<double>::infinity(),
+          -std::numeric_limits<double>::infinity(),
+          std::numeric_limits<double>::quiet_NaN(),
+          -std::numeric_limits<double>::quiet_NaN(),
+          std::bit_cast<double>(std::uint64_t{0x7ff0000000000001}),  // signalling NaN with a payload
+          std::bit_cast<double>(std::uint64_t{0xfff8dead00000000})};
+}
+
+// A segment holding every kind that has snapshot/restore, with known state.
+void fill(Segment& seg) {
+  seg.atomic<bool>("flag", true);
+  seg.atomic<std::int64_t>("min", std::numeric_limits<std::int64_t>::min());
+  seg.atomic<std::int64_t>("max", std::numeric_limits<std::int64_t>::max());
+  auto ds = awkward_doubles();
+  for (std::size_t i = 0; i < ds.size(); ++i) seg.atomic<double>("d" + std::to_string(i), ds[i]);
+  auto atom = seg.atom("state", json::object{{"z", 1}, {"a", json::array{1.5, "x", nullptr}}});
+  for (int i = 0; i < 5; ++i) atom.reset(json::object{{"z", i}, {"a", 0.30000000000000004}});
+  auto ref = seg.atomic_reference("ref", "first");
+  ref.set("second");
+  ref.set(json::array{true, false});
+}
+
+}  // namespace
+
+TEST_CASE("a snapshot restores every object exactly in another process, versions included") {
+  test::TempSegment src("snap-src"), dst("snap-dst");
+  test::TempDir dir;
+  std::string file = dir.file("seg.json");
+  {
+    auto seg = Segment::create(src.name(), {.size = 1 << 20, .mode = 0640, .max_objects = 64});
+    fill(seg);
+    seg.snapshot(file);
+  }
+  struct stat st;
+  REQUIRE(::stat(file.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0640);  // a new file is no more exposed than the segment
+
+  // Restored in a child; checked in a grandchild that only opens it.
+  test::Child restorer([&] {
+    Segment::restore(dst.name(), file);
+    return 0;
+  });
+  REQUIRE(restorer.exit_code() == 0);
+  // A snapshot of the restored segment is the same document, but its name.
+  std::string again = dir.file("again.json");
+  Segment::open(dst.name()).snapshot(again);
+  std::string a = *test::read_file(file), b = *test::read_file(again);
+  auto strip = [](std::string s, const std::string& name) { return s.replace(s.find(name), name.size(), "X"); };
+  CHECK(strip(a, src.name()) == strip(b, dst.name()));
+  test::Child checker([&] {
+    auto seg = Segment::open(dst.name());
+    if (!seg.open_atomic<bool>("flag").get()) return 1;
+    if (seg.open_atomic<std::int64_t>("min").get() != std::numeric_limits<std::int64_t>::min()) return 2;
+    if (seg.open_atomic<std::int64_t>("max").get() != std::numeric_limits<std::int64_t>::max()) return 3;
+    auto ds = awkward_doubles();
+    for (std::size_t i = 0; i < ds.size(); ++i)
+      if (bits(seg.open_atomic<double>("d" + std::to_string(i)).get()) != bits(ds[i])) return 10 + static_cast<int>(i);
+    auto atom = seg.open_atom("state");
+    if (atom.version() != 5) return 4;
+    json::value want = json::object{{"z", 4}, {"a", 0.30000000000000004}};
+    if (json::serialize(*atom.deref()) != json::serialize(want)) return 5;  // key order kept
+    auto ref = seg.open_atomic_reference("ref");
+    if (ref.version() != 2 || ref.get() != json::array{true, false}) return 6;
+    // Versions go on from the snapshot's, never back.
+    atom.reset(1);
+    if (atom.version() != 6) return 7;
+    return 0;
+  });
+  CHECK(checker.exit_code() == 0);
+
+  auto info = Segment::open(dst.name()).info();
+  CHECK(info.mode == 0640);
+  CHECK(info.size == 1 << 20);
+  CHECK(info.max_objects == 64);
+  CHECK(info.object_count == Segment::open(src.name()).info().object_count);
+}
+
+TEST_CASE("damaged, truncated, newer and foreign snapshots are refused and create nothing") {
+  test::TempSegment src("snap-bad-src"), dst("snap-bad-dst");
+  test::TempDir dir;
+  std::string file = dir.file("seg.json");
+  {
+    auto seg = Segment::create(src.name());
+    fill(seg);
+    seg.snapshot(file);
+  }
+  const std::string good = *test::read_file(file);
+  auto refused = [&](const std::string& bytes) {
+    test::write_file(file, bytes);
+    auto e = test::error_of([&] { Segment::restore(dst.name(), file); });
+    CHECK(!Segment::exists(dst.name()));
+    CHECK(std::string(e.what()).find("snapshot '" + file + "'") != std::string::npos);
+    return e.code();
+  };
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string s = good;
+    auto at = s.find(from);
+    REQUIRE(at != std::string::npos);
+    return s.replace(at, from.size(), to);
+  };
+  // Every cut before the last brace (a step of 7 keeps it quick).
+  for (std::size_t n = 0; n + 2 < good.size(); n += 7) {
+    CAPTURE(n);
+    auto code = refused(good.substr(0, n));
+    CHECK((code == ErrorCode::Corrupt || code == ErrorCode::LayoutMismatch));
+  }
+  CHECK(refused(with("\"version\":1,", "\"version\":2,")) == ErrorCode::LayoutMismatch);
+  CHECK(refused("{\"something\":\"else\"}") == ErrorCode::LayoutMismatch);
+  CHECK(refused(with("\"kind\":\"int64\"", "\"kind\":\"int128\"")) == ErrorCode::Corrupt);
+  CHECK(refused(with("\"kind\":\"bool\"", "\"kind\":\"signal\"")) == ErrorCode::LayoutMismatch);  // cannot restore
+  // Each kind's own state checked: wrong types, a version out of range.
+  CHECK(refused(with("\"state\":true", "\"state\":1")) == ErrorCode::Corrupt);
+  CHECK(refused(with("\"state\":\"Infinity\"", "\"state\":\"Infinite\"")) == ErrorCode::Corrupt);
+  CHECK(refused(with("\"state\":\"NaN:0x7ff0000000000001\"", "\"state\":\"NaN:0x7ff0000000000000\"")) ==
+        ErrorCode::Corrupt);  // the bits of infinity are not a NaN
+  CHECK(refused(with("\"version\":5}", "\"version\":-5}")) == ErrorCode::Corrupt);
+  CHECK(refused(with("\"version\":5}", "\"version\":9223372036854775808}")) == ErrorCode::Corrupt);
+  CHECK(refused(with("{\"value\":{\"z\":4", "{\"valu\":{\"z\":4")) == ErrorCode::Corrupt);
+  CHECK(refused(with("\"size\":1048576", "\"size\":4096")) == ErrorCode::Corrupt);  // too small for the registry
+  // A good file still restores (the checks above are not refusing everything).
+  test::write_file(file, good);
+  Segment::restore(dst.name(), file);
+  CHECK(Segment::exists(dst.name()));
+  // The name is taken now.
+  CHECK(test::error_of([&] { Segment::restore(dst.name(), file); }).code() == ErrorCode::AlreadyExists);
+  CHECK(test::error_of([&] { Segment::restore("snap-no-file", dir.file("none.json")); }).code() ==
+        ErrorCode::NotFound);
+}
+
+TEST_CASE("restore options; a restore that does not fit creates nothing") {
+  test::TempSegment src("snap-opt-src"), dst("snap-opt-dst");
+  test::TempDir dir;
+  std::string file = dir.file("seg.json");
+  {
+    auto seg = Segment::create(src.name(), {.size = 1 << 20});
+    seg.atom("big", json::string(100000, 'x'));
+    seg.atomic<std::int64_t>("n", 7);
+    seg.snapshot(file);
+  }
+  auto e = test::error_of([&] { Segment::restore(dst.name(), file, {.size = 64 << 10}); });
+  CHECK(e.code() == ErrorCode::SegmentFull);
+  CHECK(!Segment::exists(dst.name()));
+  CHECK(test::error_of([&] { Segment::restore(dst.name(), file, {.max_objects = 1}); }).code() ==
+        ErrorCode::SegmentFull);
+  CHECK(!Segment::exists(dst.name()));
+  auto seg = Segment::restore(dst.name(), file, {.size = 4 << 20, .mode = 0660});
+  CHECK(seg.info().size == 4 << 20);
+  CHECK(seg.info().mode == 0660);
+  CHECK(seg.open_atomic<std::int64_t>("n").get() == 7);
+}
+
+TEST_CASE("open_or_create restores from a snapshot when it creates, and only then") {
+  test::TempSegment src("snap-ooc-src"), dst("snap-ooc-dst");
+  test::TempDir dir;
+  std::string file = dir.file("seg.json");
+  shmstate::SegmentOptions o{.size = 256 << 10, .restore_from = file};
+  {
+    // No snapshot yet: created empty with the options.
+    auto fresh = Segment::open_or_create(dst.name(), o);
+    CHECK(fresh.objects().empty());
+    CHECK(fresh.info().size == 256 << 10);
+  }
+  Segment::remove(dst.name());
+  {
+    auto seg = Segment::create(src.name(), {.size = 1 << 20});
+    seg.atomic<std::int64_t>("n", 41);
+    seg.snapshot(file);
+  }
+  auto seg = Segment::open_or_create(dst.name(), o);
+  CHECK(seg.info().size == 1 << 20);  // the snapshot's
+  CHECK(seg.open_atomic<std::int64_t>("n").get() == 41);
+  seg.open_atomic<std::int64_t>("n").set(42);
+  // Exists now: opened, not restored again.
+  CHECK(Segment::open_or_create(dst.name(), o).open_atomic<std::int64_t>("n").get() == 42);
+  // A damaged snapshot is an error, not a silently empty segment.
+  Segment::remove(dst.name());
+  test::write_file(file, "{\"format\":\"shmstate-snapshot\",\"version\":1");
+  CHECK(test::error_of([&] { Segment::open_or_create(dst.name(), o); }).code() == ErrorCode::Corrupt);
+  CHECK(!Segment::exists(dst.name()));
+  CHECK(test::error_of([&] { Segment::create(dst.name(), o); }).code() == ErrorCode::InvalidArgument);
+}
+
+TEST_CASE("openers racing a restore never see it half-restored") {
+  test::TempSegment src("snap-race-src"), dst("snap-race-dst");
+  test::TempDir dir;
+  std::string file = dir.file("seg.json");
+  constexpr int kObjects = 200;
+  {
+    auto seg = Segment::create(src.name(), {.size = 4 << 20, .max_objects = 256});
+    for (int i = 0; i < kObjects; ++i) seg.atom("a" + std::to_string(i), i);
+    seg.snapshot(file);
+  }
+  for (int round = 0; round < 5; ++round) {
+    Segment::remove(dst.name());
+    test::SharedMemory mem;
+    auto* go = mem.as<std::atomic<int>>();
+    // Openers spin on open() and check that the first segment they see holds
+    // every object: a segment visible under the name before its last object
+    // was restored would fail here.
+    std::vector<std::unique_ptr<test::Child>> openers;
+    for (int k = 0; k < 2; ++k)
+      openers.push_back(std::make_unique<test::Child>([&] {
+        while (go->load() == 0) {
+        }
+        for (;;) {
+          try {
+            auto seg = Segment::open(dst.name());
+            return seg.objects().size() == kObjects ? 0 : 1;
+          } catch (const shmstate::Error& e) {
+            if (e.code() != ErrorCode::NotFound) return 2;
+          }
+        }
+      }));
+    go->store(1);
+    Segment::restore(dst.name(), file);
+    for (auto& c : openers) CHECK(c->exit_code_within(std::chrono::seconds(30)) == 0);
+  }
+}
+
+TEST_CASE("a restorer killed before publishing leaves nothing under the name") {
+  if (!shmstate::testing::crash_points_compiled()) return;
+  test::TempSegment src("snap-kill-src"), dst("snap-kill-dst");
+  test::TempDir dir;
+  std::string file = dir.file("seg.json");
+  {
+    auto seg = Segment::create(src.name());
+    fill(seg);
+    seg.snapshot(file);
+  }
+  for (const char* point : {"registry.after_reserve", "segment.before_publish"}) {
+    CAPTURE(point);
+    test::Child child([&] {
+      shmstate::testing::arm_crash_point(point);
+      Segment::restore(dst.name(), file);
+      return 0;
+    });
+    CHECK(child.exit_code() == shmstate::testing::kCrashExitCode);
+    CHECK(!Segment::exists(dst.name()));
+  }
+  // The next restore works (and sweeps the dead restorers' temp files).
+  Segment::restore(dst.name(), file);
+  CHECK(Segment::open(dst.name()).open_atom("state").version() == 5);
+}
+
+TEST_CASE("a process killed while writing a snapshot leaves the previous file intact") {
+  if (!shmstate::testing::crash_points_compiled()) return;
+  test::TempSegment seg_name("snap-write-kill");
+  test::TempDir dir;
+  std::string file = dir.file("seg.json");
+  auto seg = Segment::create(seg_name.name());
+  auto n = seg.atomic<std::int64_t>("n", 1);
+  seg.snapshot(file);
+  const std::string before = *test::read_file(file);
+  n.set(2);
+  for (const char* point : {"file.replace.after_create", "file.replace.after_write", "file.replace.after_fsync"}) {
+    CAPTURE(point);
+    test::Child child([&] {
+      shmstate::testing::arm_crash_point(point);
+      Segment::open(seg_name.name()).snapshot(file);
+      return 0;
+    });
+    CHECK(child.exit_code() == shmstate::testing::kCrashExitCode);
+    CHECK(*test::read_file(file) == before);
+  }
+  // A later snapshot removes the dead writers' temp files and writes the new state.
+  seg.snapshot(file);
+  CHECK(dir.entries() == std::vector<std::string>{"seg.json"});
+  test::TempSegment back("snap-write-kill-back");
+  CHECK(Segment::restore(back.name(), file).open_atomic<std::int64_t>("n").get() == 2);
+}
+
+TEST_CASE("a snapshot into a missing directory is NotFound naming the path") {
+  test::TempSegment seg_name("snap-dir");
+  auto seg = Segment::create(seg_name.name());
+  seg.atomic<bool>("b", false);
+  auto e = test::error_of([&] { seg.snapshot("/nonexistent-dir-shmstate/x.json"); });
+  CHECK(e.code() == ErrorCode::NotFound);
+  CHECK(std::string(e.what()).find("snapshot '/nonexistent-dir-shmstate/x.json'") != std::string::npos);
+}
