@@ -978,3 +978,75 @@ TEST_CASE("messages: one short line whatever was quoted; usage errors exit 2; 'a
 }
 
 }  // TEST_SUITE("cli")
+
+TEST_SUITE("cli snapshot") {
+
+TEST_CASE("snapshot and restore: a segment round-trips through a file") {
+  test::TempSegment src("cli-snap-src"), dst("cli-snap-dst");
+  test::TempDir dir;
+  const std::string f = dir.file("seg.json");
+  CHECK_EXIT(shm({"create", src.name(), "--mode", "0640"}), 0);
+  CHECK_EXIT(shm({"new", src.name(), "double", "x", "--init", "0.1"}), 0);
+  CHECK_EXIT(shm({"new", src.name(), "atom", "a", "--init", R"({"k":[1,2]})"}), 0);
+  CHECK_EXIT(shm({"set", src.name(), "a", "3"}), 0);
+  CHECK_EXIT(shm({"snapshot", src.name(), f}), 0);
+  CHECK_EXIT(shm({"restore", dst.name(), f}), 0);
+  CHECK(line_of(shm({"get", dst.name(), "x"})) == "0.1");
+  CHECK(line_of(shm({"get", dst.name(), "a"})) == "3");
+  CHECK(shmstate::Segment::open(dst.name()).open_atom("a").version() == 1);
+  CHECK(shmstate::Segment::open(dst.name()).info().mode == 0640);
+  auto taken = shm({"restore", dst.name(), f});
+  CHECK_EXIT(taken, 1);
+  CHECK(contains(taken.err, "exists"));
+  CHECK_EXIT(shm({"restore", "cli-snap-none", dir.file("none.json")}), 3);
+  test::write_file(f, R"({"format":"shmstate-snapshot","version":9})");
+  auto newer = shm({"restore", "cli-snap-newer", f});
+  CHECK_EXIT(newer, 1);
+  CHECK(contains(newer.err, "snapshot '" + f + "'"));
+  CHECK(contains(newer.err, "newer"));
+  CHECK(!shmstate::Segment::exists("cli-snap-newer"));
+  CHECK_EXIT(shm({"snapshot", src.name(), f, "--every", "0"}), 2);
+  CHECK_EXIT(shm({"snapshot", src.name(), f, "--every", "soon"}), 2);
+}
+
+TEST_CASE("snapshot --every writes only when something changed and ends on SIGTERM with a last snapshot") {
+  test::TempSegment seg("cli-snap-every");
+  test::TempDir dir;
+  const std::string f = dir.file("seg.json");
+  auto segment = shmstate::Segment::create(seg.name());
+  auto n = segment.atomic<std::int64_t>("n", 1);
+  auto inode = [&]() -> ino_t {
+    struct stat st;
+    return ::stat(f.c_str(), &st) == 0 ? st.st_ino : 0;
+  };
+  auto saved_n = [&]() -> std::int64_t {
+    auto bytes = test::read_file(f);
+    if (!bytes) return -1;
+    return json::parse(*bytes).at("objects").at(0).at("state").as_int64();
+  };
+  test::Child loop([&] {
+    std::string cli = cli_path();
+    ::execl(cli.c_str(), cli.c_str(), "snapshot", seg.c_str(), f.c_str(), "--every", "0.02", nullptr);
+    return 98;
+  });
+  REQUIRE(test::eventually([&] { return inode() != 0; }));
+  // Each write replaces the file (a new inode): none while nothing changes.
+  ino_t first = inode();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // 15 periods
+  CHECK(inode() == first);
+  CHECK(saved_n() == 1);
+  n.set(2);
+  CHECK(test::eventually([&] { return saved_n() == 2; }));
+  ino_t second = inode();
+  CHECK(second != first);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  CHECK(inode() == second);
+  // A change, then SIGTERM at once: the last snapshot holds it.
+  n.set(3);
+  loop.kill(SIGTERM);
+  CHECK(loop.exit_code_within(std::chrono::seconds(10)) == 0);
+  CHECK(saved_n() == 3);
+  CHECK(dir.entries() == std::vector<std::string>{"seg.json"});  // no temp file left
+}
+
+}  // TEST_SUITE("cli snapshot")

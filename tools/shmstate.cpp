@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <cstdio>
@@ -480,6 +481,61 @@ int cmd_store(const Args& a) {
   return kOk;
 }
 
+// snapshot SEG FILE [--every SECONDS]
+//
+// With --every: one snapshot at once, then one each period if the segment's
+// document changed; SIGTERM and SIGINT end the loop after a last snapshot (if
+// anything changed), exit 0. The signals are blocked and taken with
+// sigtimedwait, so the wait between snapshots is the only place they are
+// seen: a snapshot being written is never cut short.
+int cmd_snapshot(const Args& a) {
+  auto segment = shmstate::Segment::open(a.positional[0]);
+  const std::string& file = a.positional[1];
+  auto every = a.option("--every");
+  if (!every) {
+    segment.snapshot(file);
+    return kOk;
+  }
+  double seconds = 0;
+  auto [end, ec] = std::from_chars(every->data(), every->data() + every->size(), seconds);
+  if (ec != std::errc() || end != every->data() + every->size() || !(seconds > 0) || seconds > 86400 * 365)
+    throw UsageError{"bad value '" + *every + "' for --every: a number of seconds > 0", a.command};
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  if (::sigprocmask(SIG_BLOCK, &stop, nullptr) != 0)
+    throw shmstate::Error(shmstate::ErrorCode::Io, std::string("sigprocmask: ") + std::strerror(errno));
+  std::string last;
+  inspect::snapshot_if_changed(segment, file, last);
+  auto period = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(seconds));
+  auto next = std::chrono::steady_clock::now() + period;
+  for (;;) {
+    auto left = std::max(next - std::chrono::steady_clock::now(), std::chrono::steady_clock::duration::zero());
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+    timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+    int sig = ::sigtimedwait(&stop, nullptr, &ts);
+    if (sig == SIGTERM || sig == SIGINT) {
+      inspect::snapshot_if_changed(segment, file, last);
+      return kOk;
+    }
+    if (sig < 0 && errno == EINTR) continue;
+    if (sig < 0 && errno != EAGAIN)
+      throw shmstate::Error(shmstate::ErrorCode::Io, std::string("sigtimedwait: ") + std::strerror(errno));
+    inspect::snapshot_if_changed(segment, file, last);
+    next += period;
+  }
+}
+
+int cmd_restore(const Args& a) {
+  shmstate::RestoreOptions o;
+  if (auto v = a.option("--size")) o.size = parse_size(a, *v);
+  if (auto v = a.option("--mode")) o.mode = parse_number<unsigned>(a, "--mode", *v, 8);
+  if (auto v = a.option("--max-objects")) o.max_objects = parse_number<std::uint32_t>(a, "--max-objects", *v, 10);
+  shmstate::Segment::restore(a.positional[0], a.positional[1], o);
+  return kOk;
+}
+
 // `new` takes --init and every kind's own options (checked against the kind
 // in cmd_new).
 std::vector<std::string_view> new_options() {
@@ -531,6 +587,21 @@ const std::vector<Command>& commands() {
        "Prints the new value.\n"
        "  example: shmstate swap jobs state -- jq -c '.conns += 1'\n",
        {}, {}, 2, cmd_swap, true},
+      {"snapshot", "SEG FILE [--every SECONDS]", "save every object of a segment to a JSON file",
+       "Writes one JSON document holding every object's state (values, atom versions,\n"
+       "lock mode tables and token counters) to FILE, replacing it atomically and\n"
+       "durably: FILE always holds a whole snapshot, the previous or the new one. Each\n"
+       "object is captured atomically; the whole is not one instant across objects.\n"
+       "  --every SECONDS   keep running: snapshot again every SECONDS (decimals allowed)\n"
+       "                    when anything changed; SIGTERM or SIGINT takes a last\n"
+       "                    snapshot (if anything changed) and exits 0\n",
+       {}, {"--every"}, 2, cmd_snapshot},
+      {"restore", "SEG FILE [--size BYTES] [--mode OCTAL] [--max-objects N]", "create a segment from a snapshot",
+       "Creates SEG holding every object of the snapshot in FILE, with the snapshot's\n"
+       "size, mode and registry capacity unless the options say otherwise. SEG appears\n"
+       "only when it is restored whole. A damaged, truncated or newer snapshot is an\n"
+       "error and creates nothing. Fails if SEG exists.\n",
+       {}, {"--size", "--mode", "--max-objects"}, 2, cmd_restore},
       {"store", "get FILE | update FILE -- CMD [ARGS...]", "read or update a JSON store file",
        "get prints the file's JSON value on one line (exit 3 if there is no file).\n"
        "update runs CMD with the file's value (one line of JSON; null if there is no\n"

@@ -104,4 +104,13 @@ SHMSTATE_API boost::json::value dump_json(const Segment& segment);
 SHMSTATE_API std::string list_text(const std::vector<SegmentInfo>& segments);
 SHMSTATE_API std::string dump_text(const Segment& segment);
 
+// For `shmstate snapshot --every`: takes a snapshot of `segment` (as
+// Segment::snapshot does) and writes it to `path` only if its document differs
+// from `last`, the document this wrote before (empty: always write). The
+// comparison is of the whole document, so it is exact: any object's value,
+// version or token counter changing, or an object appearing, is a change.
+// Returns true if it wrote; `last` is then the document written. Throws what
+// Segment::snapshot throws (the file is then as it was).
+SHMSTATE_API bool snapshot_if_changed(const Segment& segment, const std::string& path, std::string& last);
+
 }  // namespace shmstate::inspect

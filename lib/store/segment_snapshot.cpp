@@ -5,6 +5,8 @@
 
 #include <utility>
 
+#include <shmstate/inspect.hpp>
+
 #include "platform/durable_file.hpp"
 #include "platform/system_error.hpp"
 #include "primitives/kind.hpp"
@@ -102,6 +104,15 @@ std::optional<Segment> restore_segment(std::string_view name, const std::string&
 void Segment::snapshot(const std::string& path) const {
   detail::SnapshotDocument doc = detail::take_snapshot(*this);
   detail::write_snapshot(path, detail::encode_snapshot(doc), doc.options.mode);
+}
+
+bool inspect::snapshot_if_changed(const Segment& segment, const std::string& path, std::string& last) {
+  detail::SnapshotDocument doc = detail::take_snapshot(segment);
+  std::string bytes = detail::encode_snapshot(doc);
+  if (!last.empty() && bytes == last) return false;
+  detail::write_snapshot(path, bytes, doc.options.mode);
+  last = std::move(bytes);
+  return true;
 }
 
 Segment Segment::restore(std::string_view name, const std::string& path, const RestoreOptions& options) {
