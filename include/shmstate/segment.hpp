@@ -58,6 +58,7 @@ class AtomicReference;
 class FifoLock;
 class LockModes;
 class Monitor;
+class Signal;
 }  // namespace shmstate
 
 namespace boost::json {
@@ -280,6 +281,12 @@ class SHMSTATE_API Segment {
   // `waiters` concurrent waiters (1..4096) if it does not exist.
   Monitor monitor(std::string_view name, std::uint32_t waiters = 64);
   Monitor open_monitor(std::string_view name) const;
+
+  // The Signal named `name` (<shmstate/signal.hpp>), created pending if it
+  // does not exist. Throws KindMismatch, SegmentFull, InvalidArgument.
+  Signal signal(std::string_view name);
+  // The existing Signal named `name`. Throws NotFound, KindMismatch, Corrupt.
+  Signal open_signal(std::string_view name) const;
 
   // For the library's own primitives; not a stable API.
   detail::SegmentImpl& impl() const noexcept { return *impl_; }

@@ -9,5 +9,6 @@
 #include <shmstate/fifo_lock.hpp>
 #include <shmstate/inspect.hpp>
 #include <shmstate/segment.hpp>
+#include <shmstate/signal.hpp>
 #include <shmstate/store.hpp>
 #include <shmstate/version.hpp>

@@ -13,12 +13,12 @@ const KindDescriptor& double_kind();
 const KindDescriptor& atom_kind();
 const KindDescriptor& reference_kind();
 const KindDescriptor& fifo_lock_kind();
+const KindDescriptor& signal_kind();
 
 namespace {
 // Placeholders until these kinds land: their names only (so kind_name() and
 // the registry's validation know them), no operations.
 constexpr KindDescriptor kMonitorName{.kind = Kind::Monitor, .name = "monitor"};
-constexpr KindDescriptor kSignalName{.kind = Kind::Signal, .name = "signal"};
 }  // namespace
 
 std::span<const KindDescriptor* const> kinds() noexcept {
@@ -31,7 +31,7 @@ std::span<const KindDescriptor* const> kinds() noexcept {
       &reference_kind(),
       &fifo_lock_kind(),
       &kMonitorName,
-      &kSignalName,
+      &signal_kind(),
   };
   return table;
 }

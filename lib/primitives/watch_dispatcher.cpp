@@ -10,6 +10,7 @@
 
 #include "platform/futex.hpp"
 #include "primitives/atom_core.hpp"
+#include "primitives/condition.hpp"
 
 namespace shmstate::detail {
 
@@ -20,6 +21,8 @@ struct Dispatcher {
   pid_t pid;
   std::mutex mu;
   std::vector<std::shared_ptr<AtomCore>> watched;
+  // Other sources (segment signals' then-callbacks), dropped once delivered.
+  std::vector<std::shared_ptr<DispatchSource>> sources;
   std::atomic<std::uint32_t> epoch{0};
   bool started = false;
 };
@@ -43,11 +46,14 @@ void run(Dispatcher* d) {
   std::vector<std::shared_ptr<AtomCore>> cores;
   std::vector<const std::atomic<std::uint32_t>*> words;
   std::vector<std::uint32_t> seen;
+  std::vector<std::shared_ptr<DispatchSource>> sources;
+  WaitSet ws;
   for (;;) {
     std::uint32_t epoch = d->epoch.load(std::memory_order_seq_cst);
     {
       std::lock_guard<std::mutex> g(d->mu);
       cores = d->watched;
+      sources = d->sources;
     }
     words.assign(1, &d->epoch);
     seen.assign(1, epoch);
@@ -65,6 +71,25 @@ void run(Dispatcher* d) {
       } catch (...) {
         // A damaged atom must not stop deliveries for the others.
       }
+    }
+    ws.clear();
+    for (auto& src : sources) src->arm(ws);
+    for (std::size_t i = 0; i < ws.words.size(); ++i) {
+      words.push_back(ws.words[i]);
+      seen.push_back(ws.expected[i]);
+    }
+    std::vector<DispatchSource*> done;
+    for (auto& src : sources) {
+      try {
+        if (src->deliver()) done.push_back(src.get());
+      } catch (...) {
+        done.push_back(src.get());  // a damaged signal: stop watching it
+      }
+    }
+    if (!done.empty()) {
+      std::lock_guard<std::mutex> g(d->mu);
+      std::erase_if(d->sources, [&](auto& s) { return std::find(done.begin(), done.end(), s.get()) != done.end(); });
+      continue;
     }
     platform::futex_wait_any(words.data(), seen.data(), static_cast<unsigned>(words.size()), kWaitSlice);
   }
@@ -102,6 +127,19 @@ void dispatcher_unwatch(const AtomCore* core) {
     if (it == d.watched.end()) return;
     // Its sleeper bit, if set, is cleared by the atom's next notify.
     d.watched.erase(it);
+  }
+  bump(d);
+}
+
+void dispatcher_watch_source(std::shared_ptr<DispatchSource> source) {
+  Dispatcher& d = dispatcher();
+  {
+    std::lock_guard<std::mutex> g(d.mu);
+    if (!d.started) {
+      std::thread(run, &d).detach();
+      d.started = true;
+    }
+    d.sources.push_back(std::move(source));
   }
   bump(d);
 }

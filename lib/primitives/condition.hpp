@@ -1,0 +1,128 @@
+// Internal: the process-local nodes behind shmstate::Condition, the one-shot
+// word protocol, and the one wait that every blocking call with a `till` uses.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include <shmstate/signal.hpp>
+
+namespace shmstate::detail {
+
+using Clock = std::chrono::steady_clock;
+
+// What one wait slice sleeps on: futex words with the values they had when
+// armed, and the nearest deadline of any Till involved.
+struct WaitSet {
+  std::vector<const std::atomic<std::uint32_t>*> words;
+  std::vector<std::uint32_t> expected;
+  Clock::time_point deadline = Clock::time_point::max();
+
+  void add(const std::atomic<std::uint32_t>& word, std::uint32_t seen) {
+    words.push_back(&word);
+    expected.push_back(seen);
+  }
+  void add_deadline(Clock::time_point d) { deadline = std::min(deadline, d); }
+  void clear() {
+    words.clear();
+    expected.clear();
+    deadline = Clock::time_point::max();
+  }
+};
+
+// The one-shot word (segment and local signals alike). Bits:
+//   kFired    set once by go(), never cleared
+//   kSleeper  someone may sleep on the word; set by waiters before each
+//             sleep, never cleared (the word stops mattering once fired:
+//             the one go() that sees it pays one FUTEX_WAKE, later go()s
+//             find kFired and return after one load). A killed waiter thus
+//             costs at most that one wake, once.
+// A waiter arms (sets kSleeper), re-checks kFired, then sleeps while the word
+// equals the armed value; go()'s fetch_or changes the word, so the sleep
+// returns at once or is woken (no lost wake-up).
+namespace one_shot {
+inline constexpr std::uint32_t kFired = 1u << 0;
+inline constexpr std::uint32_t kSleeper = 1u << 1;
+inline constexpr std::uint32_t kValidBits = kFired | kSleeper;
+
+// Sets kFired; returns true for the call that set it (it woke the sleepers).
+bool fire(std::atomic<std::uint32_t>& word) noexcept;
+// Sets kSleeper if needed; returns the word's value to sleep on.
+std::uint32_t arm(std::atomic<std::uint32_t>& word) noexcept;
+}  // namespace one_shot
+
+// Then-callbacks of one condition in this process: run once, by whoever
+// calls run_all() first after the condition is set.
+class CallbackList {
+ public:
+  // Registers `cb` (unless already delivered: then it runs at once, here).
+  Condition::CallbackId add(Condition::Callback cb);
+  void remove(Condition::CallbackId id);
+  // Takes every registered callback and runs it in this thread; a throwing
+  // callback is reported on stderr and the others still run. Later add()s
+  // run at once.
+  void run_all();
+  bool empty() const;
+
+ private:
+  void adopt_after_fork_locked();
+  mutable std::mutex mu_;
+  std::map<Condition::CallbackId, Condition::Callback> callbacks_;
+  bool delivered_ = false;
+  pid_t owner_ = 0;
+};
+
+// Runs one callback, reporting (not propagating) what it throws.
+void run_callback(const Condition::Callback& cb) noexcept;
+Condition::CallbackId next_callback_id() noexcept;
+
+class ConditionNode : public std::enable_shared_from_this<ConditionNode> {
+ public:
+  virtual ~ConditionNode() = default;
+  virtual bool is_set() const = 0;
+  // Adds what a sleep must wake on for this node to become set (arming each
+  // word first; the caller re-checks is_set() after arming, then sleeps).
+  virtual void arm(WaitSet& ws) const = 0;
+  virtual Condition::CallbackId then(Condition::Callback cb) = 0;
+  virtual void remove_then(Condition::CallbackId id) = 0;
+  // Signals only: fire; nullptr firer for those that cannot be fired.
+  virtual void go() { }
+  virtual bool can_go() const { return false; }
+  virtual std::optional<Signal::Fired> fired() const { return std::nullopt; }
+  virtual const std::string& name() const;
+  virtual const std::string& segment_name() const;
+  // For composition: its parts if it is an Or (kind 1) / And (kind 2).
+  virtual int composition() const { return 0; }
+  virtual const std::vector<std::shared_ptr<ConditionNode>>* parts() const { return nullptr; }
+};
+
+const std::shared_ptr<ConditionNode>& done_node();
+const std::shared_ptr<ConditionNode>& never_node();
+
+// How a wait ended.
+enum class WaitEnd { Done, Till, Timeout };
+
+// The one wait: returns Done as soon as done() holds, Till when `till`
+// (may be null) is set first, Timeout at `deadline`. Each slice arms the
+// caller's words (arm_own) and the till's, re-checks, and sleeps on all of
+// them at once (futex_waitv) until the nearest deadline, at most kWaitSlice.
+WaitEnd wait_any(const std::function<bool()>& done, const std::function<void(WaitSet&)>& arm_own,
+                 const ConditionNode* till, Clock::time_point deadline);
+
+// The process's dispatcher thread (watch_dispatcher.cpp) also watches
+// sources other than atoms: each pass it arms the source's word and calls
+// deliver(), which returns true when the source needs no more watching.
+struct DispatchSource {
+  virtual ~DispatchSource() = default;
+  virtual void arm(WaitSet& ws) = 0;
+  virtual bool deliver() = 0;
+};
+void dispatcher_watch_source(std::shared_ptr<DispatchSource> source);
+
+}  // namespace shmstate::detail

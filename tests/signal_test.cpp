@@ -1,0 +1,223 @@
+// Signals, compositions, Till, ProcessExit, then-callbacks (issue 9):
+// mo-threads' Signal/Till cases, and the cross-process cases with real
+// processes.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <thread>
+
+#include <shmstate/atomic.hpp>
+#include <shmstate/signal.hpp>
+
+#include "primitives/condition.hpp"
+#include "support/proc.hpp"
+
+using namespace std::chrono_literals;
+using shmstate::Condition;
+using shmstate::DONE;
+using shmstate::NEVER;
+using shmstate::Segment;
+
+namespace {
+bool same(const Condition& a, const Condition& b) { return a.node() == b.node(); }
+}  // namespace
+
+TEST_CASE("signal: go is idempotent and irreversible; is_set, bool, who fired") {
+  test::TempSegment t;
+  auto seg = Segment::create(t.name());
+  auto s = seg.signal("stop");
+  CHECK_FALSE(s.is_set());
+  CHECK_FALSE(static_cast<bool>(s));
+  CHECK_FALSE(s.fired().has_value());
+  CHECK_FALSE(s.wait_for(20ms));
+  s.go();
+  s.go();
+  CHECK(s.is_set());
+  CHECK(seg.open_signal("stop").is_set());
+  REQUIRE(s.fired().has_value());
+  CHECK(s.fired()->pid == ::getpid());
+  CHECK(s.wait_for(0ms));
+  s.wait();
+}
+
+TEST_CASE("identities with DONE, NEVER, true, false") {
+  shmstate::LocalSignal a;
+  CHECK(same(a | DONE, DONE));
+  CHECK(same(a | NEVER, a));
+  CHECK(same(a & DONE, a));
+  CHECK(same(a & NEVER, NEVER));
+  CHECK(same(a | true, DONE));
+  CHECK(same(a | false, a));
+  CHECK(same(a & true, a));
+  CHECK(same(a & false, NEVER));
+  CHECK(same(DONE | a, DONE));
+  CHECK(same(NEVER & a, NEVER));
+  CHECK(DONE.is_set());
+  CHECK_FALSE(NEVER.is_set());
+  CHECK_FALSE(NEVER.wait_for(5ms));
+  CHECK(same(shmstate::Till(0s), DONE));
+  CHECK(same(shmstate::Till(-5ms), DONE));
+}
+
+TEST_CASE("then before and after go, remove_then, a throwing callback does not stop others") {
+  shmstate::LocalSignal s;
+  int a = 0, b = 0, c = 0;
+  s.then([&] { ++a; });
+  auto id = s.then([&] { ++b; });
+  s.then([] { throw std::runtime_error("expected in this test"); });
+  s.then([&] { ++c; });
+  s.remove_then(id);
+  s.remove_then(123456789);  // unknown: fine
+  s.go();
+  s.go();
+  CHECK(a == 1);
+  CHECK(b == 0);
+  CHECK(c == 1);
+  int d = 0;
+  s.then([&] { ++d; });  // already fired: at once, here
+  CHECK(d == 1);
+}
+
+TEST_CASE("a.stopped & b.stopped & c.stopped; or; then on a composition runs once") {
+  shmstate::LocalSignal a, b, c;
+  auto all = a & b & c;
+  auto any = a | b | c;
+  REQUIRE(all.node()->parts() != nullptr);
+  CHECK(all.node()->parts()->size() == 3);
+  std::atomic<int> all_ran{0}, any_ran{0};
+  all.then([&] { ++all_ran; });
+  any.then([&] { ++any_ran; });
+  a.go();
+  CHECK(any.is_set());
+  CHECK(any_ran == 1);
+  CHECK_FALSE(all.is_set());
+  CHECK_FALSE(all.wait_for(10ms));
+  std::thread t([&] {
+    std::this_thread::sleep_for(20ms);
+    b.go();
+    c.go();
+  });
+  CHECK(all.wait_for(5s));
+  t.join();
+  CHECK(all_ran == 1);
+  CHECK(any_ran == 1);
+}
+
+TEST_CASE("Till: never early, fires whether or not referenced; (Till | please_stop) loops") {
+  auto start = std::chrono::steady_clock::now();
+  shmstate::Till t(30ms);
+  CHECK_FALSE(t.is_set());
+  t.wait();
+  CHECK(std::chrono::steady_clock::now() - start >= 30ms);
+  CHECK(t.is_set());
+
+  std::atomic<int> ran{0};
+  std::atomic<std::int64_t> late_ns{-1};
+  {
+    auto deadline = std::chrono::steady_clock::now() + 20ms;
+    shmstate::Till::until(deadline).then([&, deadline] {
+      late_ns = (std::chrono::steady_clock::now() - deadline).count();
+      ++ran;
+    });
+  }  // unreferenced from here on
+  CHECK(test::eventually([&] { return ran.load() == 1; }, 5s));
+  CHECK(late_ns.load() >= 0);
+
+  shmstate::LocalSignal please_stop;
+  int loops = 0;
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(50ms);
+    please_stop.go();
+  });
+  while (!please_stop) {
+    ++loops;
+    (please_stop | shmstate::Till(10ms)).wait();
+  }
+  stopper.join();
+  CHECK(loops >= 2);
+  CHECK(please_stop.wait(shmstate::Till(1s)));
+  shmstate::LocalSignal never;
+  CHECK_FALSE(never.wait(shmstate::Till(10ms)));
+}
+
+TEST_CASE("across processes: 8 processes wait and one go() wakes all; they were asleep") {
+  test::TempSegment t;
+  auto seg = Segment::create(t.name());
+  auto s = seg.signal("go");
+  std::vector<std::unique_ptr<test::Child>> kids;
+  for (int i = 0; i < 8; ++i)
+    kids.push_back(std::make_unique<test::Child>([&] {
+      auto sg = Segment::open(t.name()).open_signal("go");
+      return sg.wait_for(20s) ? 0 : 1;
+    }));
+  for (auto& k : kids) REQUIRE(test::eventually([&] { return test::asleep_in_futex(k->pid()); }));
+  auto t0 = std::chrono::steady_clock::now();
+  s.go();
+  for (auto& k : kids) CHECK(k->exit_code_within(20s) == 0);
+  // Woken, not found by a slice's re-check: well inside one 100 ms slice
+  // (red when go() skips FUTEX_WAKE).
+  CHECK(std::chrono::steady_clock::now() - t0 < 80ms);
+}
+
+TEST_CASE("across processes: a waiter SIGKILLed mid-wait disturbs nobody; then on the dispatcher") {
+  test::TempSegment t;
+  auto seg = Segment::create(t.name());
+  auto s = seg.signal("go");
+  test::Child victim([&] {
+    Segment::open(t.name()).open_signal("go").wait();
+    return 0;
+  });
+  test::Child waiter([&] { return Segment::open(t.name()).open_signal("go").wait_for(20s) ? 0 : 1; });
+  REQUIRE(test::eventually([&] { return test::asleep_in_futex(victim.pid()) && test::asleep_in_futex(waiter.pid()); }));
+  victim.kill();
+  victim.wait();
+  std::atomic<int> ran{0};
+  s.then([&] { ++ran; });
+  test::Child firer([&] {
+    Segment::open(t.name()).open_signal("go").go();
+    return 0;
+  });
+  CHECK(firer.exit_code_within(10s) == 0);
+  CHECK(waiter.exit_code_within(10s) == 0);
+  CHECK(test::eventually([&] { return ran.load() == 1; }, 5s));
+  REQUIRE(s.fired().has_value());
+  CHECK(s.fired()->pid == firer.pid());
+}
+
+TEST_CASE("across processes: a composition over signals in two segments, and ProcessExit of a SIGKILLed child") {
+  test::TempSegment t1("a"), t2("b");
+  auto s1 = Segment::create(t1.name()).signal("x");
+  auto s2 = Segment::create(t2.name()).signal("y");
+  test::Child waiter([&] {
+    auto a = Segment::open(t1.name()).open_signal("x");
+    auto b = Segment::open(t2.name()).open_signal("y");
+    if (!(a | b).wait_for(20s)) return 1;
+    if ((a & b).is_set()) return 2;
+    return (a & b).wait_for(20s) ? 0 : 3;
+  });
+  REQUIRE(test::eventually([&] { return test::asleep_in_futex(waiter.pid()); }));
+  s2.go();
+  std::this_thread::sleep_for(20ms);
+  s1.go();
+  CHECK(waiter.exit_code_within(20s) == 0);
+
+  test::Child sleeper([] {
+    ::pause();
+    return 0;
+  });
+  shmstate::ProcessExit gone(sleeper.pid());
+  shmstate::LocalSignal stopped;
+  CHECK_FALSE(gone.is_set());
+  std::atomic<int> ran{0};
+  gone.then([&] { ++ran; });
+  std::thread killer([&] {
+    std::this_thread::sleep_for(30ms);
+    sleeper.kill();
+  });
+  CHECK((stopped | gone).wait_for(10s));
+  killer.join();
+  CHECK(test::eventually([&] { return ran.load() == 1; }, 5s));
+  CHECK(gone.is_set());
+  sleeper.wait();
+  CHECK(shmstate::ProcessExit(sleeper.pid()).is_set());
+}
