@@ -132,9 +132,12 @@ TEST_CASE("top level: no arguments, --help, --version, unknown command") {
     for (std::string status : {"0  success", "1  ", "2  usage", "3  not found"}) CHECK(contains(r.out, status));
   }
 
-  r = shm({"--version"});
-  CHECK_EXIT(r, 0);
-  CHECK(r.out == "shmstate " SHMSTATE_VERSION_STRING "\n");
+  for (std::string version : {"--version", "-V"}) {
+    CAPTURE(version);
+    r = shm({version});
+    CHECK_EXIT(r, 0);
+    CHECK(r.out == "shmstate " SHMSTATE_VERSION_STRING "\n");
+  }
 
   r = shm({"frobnicate"});
   CHECK_EXIT(r, 2);
@@ -1050,3 +1053,36 @@ TEST_CASE("snapshot --every writes only when something changed and ends on SIGTE
 }
 
 }  // TEST_SUITE("cli snapshot")
+
+TEST_SUITE("cli") {
+
+// Issue 6, section 4: `new` says AlreadyExists (exit 1) exactly when it did
+// not create, also when CLI processes race to create the same name and kind.
+TEST_CASE("new from racing CLI processes: exactly one creates, the others say it already exists") {
+  test::TempSegment seg("clinewrace");
+  const std::string s = seg.name();
+  REQUIRE(shm({"create", s}).status == 0);
+  constexpr int kRounds = 5, kProcs = 4;
+  for (int round = 0; round < kRounds; ++round) {
+    const std::string name = "n" + std::to_string(round);
+    std::vector<test::Child> children;
+    for (int p = 0; p < kProcs; ++p) {
+      children.emplace_back([&] {
+        auto r = test::run({cli_path(), "new", s, "int64", name});
+        if (r.exited() && r.status == 0 && r.err.empty()) return 0;
+        if (r.exited() && r.status == 1 && contains(r.err, "object '" + name + "': already exists (an int64)")) return 1;
+        return 2;
+      });
+    }
+    int created = 0, refused = 0;
+    for (auto& c : children) {
+      int code = c.exit_code();
+      created += code == 0;
+      refused += code == 1;
+    }
+    CHECK(created == 1);
+    CHECK(refused == kProcs - 1);
+  }
+}
+
+}  // TEST_SUITE("cli")

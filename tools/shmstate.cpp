@@ -129,7 +129,7 @@ std::string quoted(std::string_view text) { return "'" + inspect::excerpt(text) 
 void print_top_usage(std::FILE* out) {
   std::fprintf(out,
                "usage: shmstate COMMAND [ARGS...]\n"
-               "       shmstate --help | --version\n"
+               "       shmstate --help | --version | -V\n"
                "\n"
                "Looks at and changes shmstate segments (named POSIX shared memory in /dev/shm).\n"
                "Values go in and come out as JSON text, so scripts can pipe them through jq.\n"
@@ -636,7 +636,7 @@ int run(int argc, char** argv) {
     print_top_usage(stdout);
     return kOk;
   }
-  if (first == "--version") {
+  if (first == "--version" || first == "-V") {  // -V as util-linux and mdb_stat
     std::printf("shmstate %s\n", SHMSTATE_VERSION_STRING);
     return kOk;
   }
