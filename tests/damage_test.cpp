@@ -8,7 +8,7 @@
 // The fields (keep this list in step with lib/segment/layout.hpp and
 // lib/primitives/atom_state.hpp):
 //   SegmentHeader  header_size, size, registry_offset, registry_capacity,
-//                  heap_begin, heap_top
+//                  index_offset, index_capacity, registry_used, heap_begin, heap_top
 //   RegistryEntry  offset, size
 //   AtomState      current (all ones), active buffer's offset, capacity, length
 #include <doctest/doctest.h>
@@ -86,25 +86,49 @@ TEST_CASE("damaged segment header fields: a fresh opener and the CLI say Corrupt
   std::uint64_t size = 256 * 1024;
   std::uint32_t capacity = 8;
   std::function<void()> damage;
+  std::function<void()> library = [&] { Segment::open(t.name()); };
+  std::function<void()> also = [] {};
+  std::vector<std::vector<std::string>> cli = {{"get", t.name(), "n"}, {"dump", t.name()}, {"dump", t.name(), "--json"}};
   SUBCASE("header_size") { damage = [&] { poke<std::uint32_t>(t, offsetof(d::SegmentHeader, header_size), 2048); }; }
   SUBCASE("size") { damage = [&] { poke<std::uint64_t>(t, offsetof(d::SegmentHeader, size), size * 2); }; }
-  SUBCASE("registry_offset (heap_begin and heap_top moved along with it)") {
+  SUBCASE("registry_offset (index, heap_begin and heap_top moved along with it)") {
     damage = [&] {
-      std::uint64_t reg = kHeader + 128;
-      std::uint64_t hb = d::align_up(reg + std::uint64_t{capacity} * d::kRegistryEntrySize, 64);
-      poke<std::uint64_t>(t, offsetof(d::SegmentHeader, registry_offset), reg);
-      poke<std::uint64_t>(t, offsetof(d::SegmentHeader, heap_begin), hb);
-      poke<std::uint64_t>(t, offsetof(d::SegmentHeader, heap_top), hb + 4096);
+      std::uint64_t shift = 128;
+      poke<std::uint64_t>(t, offsetof(d::SegmentHeader, registry_offset), kHeader + shift);
+      poke<std::uint64_t>(t, offsetof(d::SegmentHeader, index_offset), d::index_offset_for(capacity) + shift);
+      poke<std::uint64_t>(t, offsetof(d::SegmentHeader, heap_begin), d::heap_begin_for(capacity) + shift);
+      poke<std::uint64_t>(t, offsetof(d::SegmentHeader, heap_top), d::heap_begin_for(capacity) + shift + 4096);
     };
   }
-  SUBCASE("registry_capacity (beyond the maximum, heap_begin consistent with it)") {
+  SUBCASE("registry_capacity (beyond the maximum, index and heap_begin consistent with it)") {
     capacity = d::kMaxRegistryCapacity;
-    size = d::align_up(kHeader + (std::uint64_t{capacity} + 1) * d::kRegistryEntrySize, 64) + 64 * 1024;
+    size = d::heap_begin_for(capacity + 1) + 64 * 1024;
     damage = [&] {
-      std::uint64_t hb = d::align_up(kHeader + (std::uint64_t{capacity} + 1) * d::kRegistryEntrySize, 64);
       poke<std::uint32_t>(t, offsetof(d::SegmentHeader, registry_capacity), capacity + 1);
-      poke<std::uint64_t>(t, offsetof(d::SegmentHeader, heap_begin), hb);
-      poke<std::uint64_t>(t, offsetof(d::SegmentHeader, heap_top), hb + 64);
+      poke<std::uint64_t>(t, offsetof(d::SegmentHeader, index_offset), d::index_offset_for(capacity + 1));
+      poke<std::uint32_t>(t, offsetof(d::SegmentHeader, index_capacity), d::index_capacity_for(capacity + 1));
+      poke<std::uint64_t>(t, offsetof(d::SegmentHeader, heap_begin), d::heap_begin_for(capacity + 1));
+      poke<std::uint64_t>(t, offsetof(d::SegmentHeader, heap_top), d::heap_begin_for(capacity + 1) + 64);
+    };
+  }
+  SUBCASE("index_offset") { damage = [&] { poke<std::uint64_t>(t, offsetof(d::SegmentHeader, index_offset), kBig); }; }
+  SUBCASE("index_capacity (not the one the registry capacity gives)") {
+    damage = [&] {
+      poke<std::uint32_t>(t, offsetof(d::SegmentHeader, index_capacity), d::index_capacity_for(capacity) * 2);
+    };
+  }
+  SUBCASE("registry_used (beyond the capacity: readers clamp it, so creation and info() find it)") {
+    damage = [&] { poke<std::uint32_t>(t, offsetof(d::SegmentHeader, registry_used), capacity + 1); };
+    library = [&] { Segment::open(t.name()).atomic<std::int64_t>("m", 2); };
+    cli = {{"new", t.name(), "int64", "m"}};
+    // dump is the diagnostic: it shows what it can read and names the problem.
+    also = [&] {
+      auto r = test::shm({"dump", t.name()});
+      CHECK_MESSAGE(r.status == 0, test::describe(r));
+      CHECK_MESSAGE(contains(r.out, "problem: segment '" + t.name() + "': the registry is corrupt: registry_used 9 exceeds the capacity 8"),
+                    test::describe(r));
+      r = test::shm({"dump", t.name(), "--json"});
+      CHECK_MESSAGE(contains(r.out, "\"problem\":\"segment '" + t.name() + "': the registry is corrupt"), test::describe(r));
     };
   }
   SUBCASE("heap_begin") { damage = [&] { poke<std::uint64_t>(t, offsetof(d::SegmentHeader, heap_begin), kBig); }; }
@@ -118,9 +142,9 @@ TEST_CASE("damaged segment header fields: a fresh opener and the CLI say Corrupt
   });
   REQUIRE(maker.exit_code_within(20s) == 0);
   damage();
-  says_corrupt([&] { Segment::open(t.name()); }, "segment '" + t.name() + "'");
-  cli_says_corrupt({{"get", t.name(), "n"}, {"dump", t.name()}, {"dump", t.name(), "--json"}},
-                   "segment '" + t.name() + "'");
+  says_corrupt(library, "segment '" + t.name() + "'");
+  cli_says_corrupt(cli, "segment '" + t.name() + "'");
+  also();
 }
 
 TEST_CASE("damaged registry entry fields: lookups and the CLI say Corrupt") {

@@ -117,7 +117,7 @@ TEST_CASE("the kind table: one descriptor per kind, in Kind order; names and cre
     if (d->create != nullptr) creatable.push_back(d->kind);
   CHECK(in::creatable_kinds() == creatable);
   CHECK(in::creatable_kinds() == std::vector<Kind>{Kind::Bool, Kind::Int64, Kind::Double, Kind::Atom, Kind::Reference,
-                                                     Kind::FifoLock});
+                                                     Kind::FifoLock, Kind::Signal});
   CHECK(in::create_options(Kind::Int64).empty());
   CHECK(in::create_options(Kind::FifoLock).size() == 2);
 }
@@ -184,9 +184,9 @@ TEST_CASE("inspect messages: articles, numbers in shortest form, long values as 
   }
 
   SUBCASE("create: kinds without creation, options the kind does not take") {
-    auto e = error_of([&] { in::create(seg, Kind::Signal, "s", nullptr); });
+    auto e = error_of([&] { in::create(seg, Kind::Monitor, "s", nullptr); });
     CHECK(e.code() == ErrorCode::InvalidArgument);
-    CHECK(contains(e.what(), "a signal cannot be created here (new works on bool, int64, double, atom, reference and fifo_lock)"));
+    CHECK(contains(e.what(), "a monitor cannot be created here (new works on bool, int64, double, atom, reference, fifo_lock and signal)"));
     e = error_of([&] { in::create(seg, Kind::Int64, "j", json::value(1), {{"modes", "rw"}}); });
     CHECK(e.code() == ErrorCode::InvalidArgument);
     CHECK(contains(e.what(), "an int64 takes no option --modes"));
