@@ -2,7 +2,9 @@
 //
 // Thin by design (STYLE.md, LevelDB's leveldbutil): this file parses argv,
 // calls Segment and shmstate::inspect, prints, and maps errors to exit
-// statuses. Everything else lives in the library. Documented in docs/cli.md.
+// statuses. Everything else lives in the library. Documented in docs/cli.md,
+// which, with the man page, the --help texts and the command table here, is
+// generated from docs/cli.toml (adding a command: see there).
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -36,13 +38,6 @@ namespace {
 namespace inspect = shmstate::inspect;
 
 enum Exit : int { kOk = 0, kError = 1, kUsage = 2, kNotFound = 3 };
-
-constexpr const char* kExitStatuses =
-    "exit status:\n"
-    "  0  success\n"
-    "  1  any other error (message on stderr)\n"
-    "  2  usage error (bad command, option or argument count)\n"
-    "  3  not found: no such segment or object\n";
 
 std::string kinds_text() {
   std::string s;
@@ -83,6 +78,8 @@ std::string kind_options_text() {
 struct Args;
 using Handler = int (*)(const Args&);
 
+// One command, as docs/cli.toml describes it (the table is generated from
+// there: see commands() in cli_commands.hpp).
 struct Command {
   std::string_view name;
   std::string_view synopsis;   // after "shmstate NAME"
@@ -92,7 +89,8 @@ struct Command {
   std::vector<std::string_view> options;  // options taking a value
   std::size_t positionals;
   Handler run;
-  bool more = false;  // positionals is a minimum: the rest (after --) are a command
+  bool more = false;          // positionals is a minimum: the rest (after --) are a command
+  bool kind_options = false;  // also takes every kind's own creation options (new)
 };
 
 // The parsed command line of one command.
@@ -120,21 +118,18 @@ struct UsageError {
   const Command* command;  // whose synopsis to show, or null for the top level
 };
 
-const std::vector<Command>& commands();
+// The help texts (kUsageLines, kDescription, kExitStatuses), a declaration of
+// each command's handler cmd_NAME and the table commands(): all generated from
+// docs/cli.toml by tools/cli_doc.py, which also makes docs/cli.md, the man page
+// and the bash completion from it.
+#include "cli_commands.hpp"
 
 // How every message quotes what the user (or a filter) gave: a short
 // one-line prefix, so a 2 MB value cannot make a 2 MB, multi-line message.
 std::string quoted(std::string_view text) { return "'" + inspect::excerpt(text) + "'"; }
 
 void print_top_usage(std::FILE* out) {
-  std::fprintf(out,
-               "usage: shmstate COMMAND [ARGS...]\n"
-               "       shmstate --help | --version | -V\n"
-               "\n"
-               "Looks at and changes shmstate segments (named POSIX shared memory in /dev/shm).\n"
-               "Values go in and come out as JSON text, so scripts can pipe them through jq.\n"
-               "\n"
-               "commands:\n");
+  std::fprintf(out, "%s\n%s\ncommands:\n", kUsageLines, kDescription);
   for (const auto& c : commands()) {
     std::string head = std::string(c.name) + " " + std::string(c.synopsis);
     if (head.size() > 32) head += "\n" + std::string(34, ' ');  // summary on its own line
@@ -178,14 +173,14 @@ Args parse_command(const Command& c, int argc, char** argv, int first) {
       continue;
     }
     std::string name(a.substr(0, a.find('=')));
-    auto in = [&](const std::vector<std::string_view>& v) {
-      for (auto n : v)
+    auto in = [&](const auto& v) {
+      for (const auto& n : v)
         if (n == name) return true;
       return false;
     };
     if (in(c.flags) && name.size() == a.size()) {
       args.options.emplace_back(name, "");
-    } else if (in(c.options)) {
+    } else if (in(c.options) || (c.kind_options && in(kind_option_flags()))) {
       if (name.size() < a.size()) {
         args.options.emplace_back(name, std::string(a.substr(name.size() + 1)));
       } else {
@@ -534,86 +529,6 @@ int cmd_restore(const Args& a) {
   if (auto v = a.option("--max-objects")) o.max_objects = parse_number<std::uint32_t>(a, "--max-objects", *v, 10);
   shmstate::Segment::restore(a.positional[0], a.positional[1], o);
   return kOk;
-}
-
-// `new` takes --init and every kind's own options (checked against the kind
-// in cmd_new).
-std::vector<std::string_view> new_options() {
-  std::vector<std::string_view> out = {"--init"};
-  for (const auto& f : kind_option_flags()) out.push_back(f);
-  return out;
-}
-
-const std::vector<Command>& commands() {
-  static const std::vector<Command> table = {
-      {"list", "[--json]", "list our segments in /dev/shm",
-       "Shows each shmstate segment with its size, used bytes, object count and creator\n"
-       "(pid, alive or dead). Files of other programs are skipped; a damaged segment is\n"
-       "listed with its problem. --json prints one JSON array (keys in docs/cli.md).\n",
-       {"--json"}, {}, 0, cmd_list},
-      {"dump", "SEG [--json]", "show a segment's header, allocator and objects",
-       "Prints the header, the allocator state and every object with its kind and value.\n"
-       "--json prints one JSON document (keys in docs/cli.md). A damaged segment is an\n"
-       "error (exit 1).\n",
-       {"--json"}, {}, 1, cmd_dump},
-      {"create", "SEG [--size BYTES] [--mode OCTAL] [--max-objects N]", "create a segment",
-       "  --size BYTES      total size; suffix K, M or G for KiB, MiB, GiB (default 1M)\n"
-       "  --mode OCTAL      permission bits, applied exactly whatever the umask;\n"
-       "                    must include 0600 (default 0600)\n"
-       "  --max-objects N   registry capacity, fixed at creation (default 256)\n"
-       "Fails if SEG exists.\n",
-       {}, {"--size", "--mode", "--max-objects"}, 1, cmd_create},
-      {"rm", "SEG", "remove a segment",
-       "Removes the name; processes that have the segment open keep using it. Refuses\n"
-       "to remove a file that is not a shmstate segment.\n",
-       {}, {}, 1, cmd_rm},
-      {"new", "SEG KIND NAME [--init JSON]", "create an object",
-       "  --init JSON   initial value (default: the kind's zero value)\n"
-       "Fails if NAME exists, whatever its kind.\n",
-       {}, new_options(), 3, cmd_new},
-      {"get", "SEG NAME", "print an object's value as JSON", "Prints one line of JSON.\n", {}, {}, 2, cmd_get},
-      {"set", "SEG NAME JSON", "set an object's value",
-       "JSON must fit the kind: true/false for bool, an integer for int64, a number for\n"
-       "double. Otherwise nothing changes (exit 1).\n",
-       {}, {}, 3, cmd_set},
-      {"add", "SEG NAME DELTA", "add to an int64 or double, print the new value",
-       "DELTA is a JSON number (negative subtracts). Prints the new value as JSON.\n", {}, {}, 3, cmd_add},
-      {"swap", "SEG NAME -- CMD [ARGS...]", "replace an atom's value with CMD's output, retrying on conflict",
-       "Runs CMD with the current value (one line of JSON) on its stdin and takes its\n"
-       "stdout, which must be one JSON value, as the new value. If another process changed\n"
-       "the value meanwhile, CMD runs again on the newer value (like Atom::swap: CMD may\n"
-       "run several times, so it should only compute). Works on atoms and references.\n"
-       "If CMD fails, is killed or prints invalid JSON, nothing changes (exit 1).\n"
-       "Prints the new value.\n"
-       "  example: shmstate swap jobs state -- jq -c '.conns += 1'\n",
-       {}, {}, 2, cmd_swap, true},
-      {"snapshot", "SEG FILE [--every SECONDS]", "save every object of a segment to a JSON file",
-       "Writes one JSON document holding every object's state (values, atom versions,\n"
-       "lock mode tables and token counters) to FILE, replacing it atomically and\n"
-       "durably: FILE always holds a whole snapshot, the previous or the new one. Each\n"
-       "object is captured atomically; the whole is not one instant across objects.\n"
-       "  --every SECONDS   keep running: snapshot again every SECONDS (decimals allowed)\n"
-       "                    when anything changed; SIGTERM or SIGINT takes a last\n"
-       "                    snapshot (if anything changed) and exits 0\n",
-       {}, {"--every"}, 2, cmd_snapshot},
-      {"restore", "SEG FILE [--size BYTES] [--mode OCTAL] [--max-objects N]", "create a segment from a snapshot",
-       "Creates SEG holding every object of the snapshot in FILE, with the snapshot's\n"
-       "size, mode and registry capacity unless the options say otherwise. SEG appears\n"
-       "only when it is restored whole. A damaged, truncated or newer snapshot is an\n"
-       "error and creates nothing. Fails if SEG exists.\n",
-       {}, {"--size", "--mode", "--max-objects"}, 2, cmd_restore},
-      {"store", "get FILE | update FILE -- CMD [ARGS...]", "read or update a JSON store file",
-       "get prints the file's JSON value on one line (exit 3 if there is no file).\n"
-       "update runs CMD with the file's value (one line of JSON; null if there is no\n"
-       "file) on its stdin and replaces the file with CMD's stdout, which must be one\n"
-       "JSON value, holding the store's lock (<FILE>.lock) meanwhile, so concurrent\n"
-       "updates (CLI or Store::update) lose nothing. The file is replaced atomically\n"
-       "and durably, keeping its mode; it is written compact. If CMD fails, is killed\n"
-       "or prints invalid JSON, nothing changes (exit 1). Prints the new value.\n"
-       "  example: shmstate store update runs.json -- jq -c '. + [now]'\n",
-       {}, {}, 2, cmd_store, true},
-  };
-  return table;
 }
 
 int usage_error(const UsageError& e) {
