@@ -41,7 +41,7 @@ programs=$(meson introspect --targets "$build" |
 
 # Default options: no hooks. A hook build's library has them (checked on
 # BUILD_ROOT when it is one), so this nm would see them if they were there.
-hooks='crash_point|shmstate::testing::|slow_notify_count'
+hooks=$HOOK_SYMBOLS
 lib=$(find "$build/subprojects/shmstate/lib" -maxdepth 1 -name 'libshmstate.so.*.*.*' -type f | head -n1)
 [ -n "$lib" ] || fail "no libshmstate.so in $build/subprojects/shmstate/lib"
 nm -C "$lib" >"$WORK/default.nm"
