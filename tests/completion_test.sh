@@ -13,8 +13,13 @@ fail() {
   failures=$((failures + 1))
 }
 
-# shellcheck source=/dev/null
-source "$completion" || { echo "FAIL: sourcing $completion" >&2; exit 1; }
+# Sourced inside a function, as bash-completion's loader (_completion_loader)
+# does: its tables must still be there afterwards (declare -g).
+load() {
+  # shellcheck source=/dev/null
+  source "$completion"
+}
+load || { echo "FAIL: sourcing $completion" >&2; exit 1; }
 complete -p shmstate >/dev/null 2>&1 || { echo "FAIL: no 'complete ... shmstate' after sourcing" >&2; exit 1; }
 
 # comp TEXT: the sorted completions of "shmstate TEXT" with the cursor at its end.
