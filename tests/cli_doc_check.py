@@ -127,8 +127,9 @@ same("command forms", **{"docs/cli.md": md_forms, "the man page's COMMANDS": man
 for name in help_commands:
     usage = run(name, "--help").stdout.split("\n", 1)[0]
     forms = [f.split(" ", 1)[1] if " " in f else "" for f in md_forms if f.split(" ", 1)[0] == name]
-    if usage != f"usage: shmstate {name} {' | '.join(forms)}":
-        fail(f"`shmstate {name} --help` says '{usage}', docs/cli.md's forms are {forms}")
+    if not usage.startswith(f"usage: shmstate {name} ") or \
+            not cli_doc.forms_match(usage.removeprefix(f"usage: shmstate {name} "), forms):
+        fail(f"`shmstate {name} --help` says '{usage}', docs/cli.md's forms are {forms} ({cli_doc.FORMS_RULE})")
     # Each option docs/cli.md and the man page name for the command is one it takes.
     text = " ".join(md_rows.get(f"{name} {f}", "") + man_bodies.get(f"{name} {f}", "") + f for f in forms)
     for option in sorted(set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", text)) - {"--help"}):

@@ -22,6 +22,20 @@ MAN_SECTION_NAMES = {"Exit statuses": "EXIT STATUS", "Scripting with jq": "EXAMP
 COMPLETE_KINDS = {"segment", "object", "kind", "file", "none"}
 
 
+FORMS_RULE = ("synopsis is the forms' synopses joined by ' | ', or each form's synopsis "
+              "ends with the matching '|' alternative of synopsis")
+
+
+def forms_match(synopsis, forms):
+    """The rule FORMS_RULE: `store` (get FILE | update FILE ...) has forms
+    "get FILE" and "update FILE ..."; a command whose forms share leading
+    arguments (SEG NAME go | wait ...) has forms "SEG NAME go", "SEG NAME wait ..."."""
+    alternatives = synopsis.split(" | ")
+    if len(alternatives) != len(forms):
+        return False
+    return all(f == a or f.endswith(" " + a) for f, a in zip(forms, alternatives)) and forms[0] == alternatives[0]
+
+
 def load(path):
     with open(path, "rb") as f:
         src = tomllib.load(f)
@@ -38,6 +52,8 @@ def load(path):
             if "doc" not in c:
                 sys.exit(f"{where}: neither 'doc' nor [[command.forms]]")
             c["forms"] = [{"synopsis": c["synopsis"], "doc": c["doc"]}]
+        if not forms_match(c["synopsis"], [f["synopsis"] for f in c["forms"]]):
+            sys.exit(f"{where}: the forms' synopses do not match synopsis ({FORMS_RULE})")
         for item in c["complete"]:
             if isinstance(item, str) and item not in COMPLETE_KINDS:
                 sys.exit(f"{where}: complete item {item!r} is none of {sorted(COMPLETE_KINDS)} or a list of words")
