@@ -108,6 +108,9 @@ expect "list --" "--help --json"
 expect "create x --size " ""
 expect "create x --size=6" ""
 expect_has "new $p-a int64 n --" "--init"
+for o in $("$prog" new --help | sed -n '/^Options of some kinds:/,/^$/s/^  \(--[a-z-]*\).*/\1/p'); do
+  expect_has "new $p-a some_kind n --" "$o"  # the kinds' own options, as new --help lists them
+done
 cd "$work" || exit 1
 : >snap.json
 expect "restore --size 1M new-seg " "snap.json"     # 1M is --size's value, not SEG
