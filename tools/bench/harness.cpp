@@ -367,25 +367,35 @@ double median(std::vector<double> v) {
   return v.size() % 2 == 1 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
+// run_here after the row's untimed Bodies::prepare, if it has one.
+RoundTime run_prepared(const Bodies& bodies, bool candidate, std::uint64_t n, bool wall_time) {
+  if (bodies.prepare) bodies.prepare(candidate, n);
+  return run_here(candidate ? bodies.candidate : bodies.baseline, n, wall_time);
+}
+
 // Times the baseline in this thread, growing a trial run until it takes a
 // quarter of a round, and derives the plan: 1 proc, operations for one round
 // of about round_ns; N procs, a window of round_ns and chunks of about a
-// thousandth of it (the clock is read once per chunk, ~20 ns).
-Plan calibrate(const Body& baseline, int processes, bool wall_time, double round_ns) {
+// thousandth of it (the clock is read once per chunk, ~20 ns). 1 proc rows do
+// at most Case::max_ops per round.
+Plan calibrate(const Bodies& bodies, const Case& c, double round_ns) {
+  const int processes = c.processes;
+  const bool wall_time = c.wall_time;
   constexpr std::uint64_t kMaxOps = std::uint64_t{1} << 34;
-  std::uint64_t n = 64;
+  const std::uint64_t max_ops = c.max_ops != 0 ? c.max_ops : kMaxOps;
+  std::uint64_t n = std::min<std::uint64_t>(64, max_ops);
   double per_op = 0;
   for (;;) {
-    per_op = std::max(run_here(baseline, n, wall_time).ns_per_op, 0.01);
-    if (per_op * static_cast<double>(n) >= round_ns / 4 || n >= kMaxOps) break;
-    n = std::min(n * 8, kMaxOps);
+    per_op = std::max(run_prepared(bodies, false, n, wall_time).ns_per_op, 0.01);
+    if (per_op * static_cast<double>(n) >= round_ns / 4 || n >= max_ops) break;
+    n = std::min(n * 8, max_ops);
   }
   Plan plan;
   plan.processes = processes;
   plan.wall_time = wall_time;
   const auto per_round = static_cast<std::uint64_t>(round_ns / per_op);
   if (processes <= 1) {
-    plan.ops = std::clamp<std::uint64_t>(per_round, 1, kMaxOps);
+    plan.ops = std::clamp<std::uint64_t>(per_round, 1, max_ops);
   } else {
     plan.chunk = std::clamp<std::uint64_t>(per_round / 1000, 1, std::uint64_t{1} << 20);
     plan.window_ns = static_cast<std::int64_t>(round_ns);
@@ -398,13 +408,15 @@ Result measure(const Case& c, Fixture& f, int rounds, double round_ns) {
   Result r;
   r.c = &c;
   r.rounds = rounds;
-  const Plan plan = calibrate(bodies.baseline, c.processes, c.wall_time, round_ns);  // also warms the baseline up
+  const Plan plan = calibrate(bodies, c, round_ns);  // also warms the baseline up
   // Warm the candidate up as much (a quarter of a round, in this thread).
-  run_here(bodies.candidate, std::max<std::uint64_t>(1, plan.processes <= 1 ? plan.ops / 4 : plan.chunk * 250));
+  run_prepared(bodies, true, std::max<std::uint64_t>(1, plan.processes <= 1 ? plan.ops / 4 : plan.chunk * 250),
+               false);
 
   std::vector<double> cand, base, busy;
   std::uint64_t ops = 0;
   auto one = [&](const Body& body, std::vector<double>& into) {
+    if (bodies.prepare && plan.processes <= 1) bodies.prepare(&body == &bodies.candidate, plan.ops);
     RoundTime t = run_round(body, plan);
     into.push_back(t.ns_per_op);
     ops += t.ops;

@@ -121,6 +121,11 @@ struct Target {
 struct Bodies {
   Body candidate;
   Body baseline;
+  // 1 proc rows, optional: runs untimed before every timed call of a Body
+  // (calibration, warm-up, rounds), told which Body and how many operations
+  // follow. For operations that use something up (creations fill a
+  // registry): it makes room for `n` more, e.g. in a fresh segment.
+  std::function<void(bool candidate, std::uint64_t n)> prepare = {};
 };
 
 struct Fixture {
@@ -140,6 +145,9 @@ struct Case {
   // time. For rows whose operation sleeps (a wake-up latency), where the CPU
   // time would leave out exactly what is measured.
   bool wall_time = false;
+  // 1 proc rows: at most this many operations per call of a Body (0: as
+  // calibrated). For operations that use something up (see Bodies::prepare).
+  std::uint64_t max_ops = 0;
 };
 
 }  // namespace shmstate_bench

@@ -7,6 +7,7 @@ std::vector<Case> all_cases() {
   atomic_rows(cases);
   atom_rows(cases);
   store_rows(cases);
+  registry_rows(cases);
   return cases;
 }
 
