@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <random>
 #include <string>
 #include <thread>
@@ -20,22 +21,12 @@
 #include <shmstate/testing.hpp>
 #endif
 
+#include "platform/durable_file.hpp"
 #include "support/proc.hpp"
 #include "support/temp_dir.hpp"
 
 using shmstate::Store;
 namespace json = boost::json;
-
-namespace {
-
-std::size_t temp_files(const test::TempDir& dir) {
-  std::size_t n = 0;
-  for (const auto& e : dir.entries())
-    if (e.size() > 4 && e[0] == '.' && e.substr(e.size() - 4) == ".tmp") ++n;
-  return n;
-}
-
-}  // namespace
 
 TEST_CASE("4 processes x 200 update()s end at exactly 800") {
   test::TempDir dir("/dev/shm");  // tmpfs: 800 fsyncs cost nothing
@@ -49,7 +40,39 @@ TEST_CASE("4 processes x 200 update()s end at exactly 800") {
     });
   for (auto& c : children) CHECK(c.exit_code_within(std::chrono::seconds(120)) == 0);
   CHECK(Store::open(path).value() == 800);
-  CHECK(temp_files(dir) == 0);
+  CHECK(test::replace_temps(dir) == 0);
+}
+
+TEST_CASE("a commit removes dead writers' temp files only: a live writer's and foreign files stay") {
+  test::TempDir dir;
+  auto path = dir.file("s.json");
+  test::SharedMemory mem;
+  char* tags = mem.as<char>();  // [0, 128): the live writer's tag; [128, 256): the dead one's
+  // A live writer: its temp file must survive any other writer's sweep.
+  test::Child live([&] {
+    std::strcpy(tags, shmstate::platform::writer_tag().c_str());
+    for (;;) ::pause();
+    return 0;
+  });
+  test::Child dead([&] {
+    std::strcpy(tags + 128, shmstate::platform::writer_tag().c_str());
+    return 0;
+  });
+  REQUIRE(dead.exit_code() == 0);  // reaped: dead for certain
+  REQUIRE(test::eventually([&] { return tags[0] != '\0'; }));
+  const std::string live_tag = tags, dead_tag = tags + 128;
+  // The same pid and start time in another PID namespace: a pid means nothing there.
+  const std::string other_ns = "1" + dead_tag;
+  auto temp = [](const std::string& file, const std::string& tag) { return "." + file + "." + tag + ".tmp"; };
+  for (const auto& name : {temp("s.json", live_tag), temp("s.json", dead_tag), temp("s.json", other_ns),
+                           temp("s.json", "not-a-writer-tag"), temp("other.json", dead_tag)})
+    test::write_file(dir.file(name), "partial");
+  Store::open(path, 1).commit();
+  std::vector<std::string> want = {temp("other.json", dead_tag), temp("s.json", other_ns),
+                                   temp("s.json", live_tag), temp("s.json", "not-a-writer-tag"), "s.json",
+                                   "s.json.lock"};
+  std::sort(want.begin(), want.end());
+  CHECK(dir.entries() == want);
 }
 
 #if SHMSTATE_TEST_HOOKS  // crash points need a build with -Dtest_hooks=true
@@ -81,12 +104,12 @@ TEST_CASE("a writer killed at each step of a write leaves the old or the new fil
       });
       REQUIRE(child.exit_code() == shmstate::testing::kCrashExitCode);
       CHECK(test::read_file(path) == (p.new_visible ? std::optional<std::string>("\"new\"\n") : before));
-      CHECK(temp_files(dir) == (p.leaves_temp ? 1u : 0u));
+      CHECK(test::replace_temps(dir) == (p.leaves_temp ? 1u : 0u));
       // The lock died with the child: another writer goes on, and its write
       // sweeps the dead writer's temp file.
       auto store = Store::open(path);
       store.update([](json::value& v) { v = "old"; });
-      CHECK(temp_files(dir) == 0);
+      CHECK(test::replace_temps(dir) == 0);
     }
   }
 }
@@ -116,8 +139,8 @@ TEST_CASE("kill -9 at random instants during commits: the file is always one who
                                  return e == a.front();
                                }));
     CHECK(whole);
-    CHECK(temp_files(dir) <= 1);  // at most the killed child's own, swept by the next write
+    CHECK(test::replace_temps(dir) <= 1);  // at most the killed child's own, swept by the next write
     Store::open(path).commit();
-    CHECK(temp_files(dir) == 0);
+    CHECK(test::replace_temps(dir) == 0);
   }
 }

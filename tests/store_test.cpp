@@ -8,9 +8,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -46,14 +48,6 @@ unsigned mode_of(const std::string& path) {
   struct stat st;
   REQUIRE(::stat(path.c_str(), &st) == 0);
   return st.st_mode & 07777;
-}
-
-// Temp files of the replace protocol left in the directory.
-std::size_t temp_files(const test::TempDir& dir) {
-  std::size_t n = 0;
-  for (const auto& e : dir.entries())
-    if (e.size() > 4 && e[0] == '.' && e.substr(e.size() - 4) == ".tmp") ++n;
-  return n;
 }
 
 // A format that is not JSON: "v1|" + the value's compact JSON, reversed.
@@ -403,14 +397,51 @@ TEST_SUITE("store: contracts") {
       store.value() = std::string(100000, 'x');
       try {
         store.commit();
-      } catch (const shmstate::Error&) {
+      } catch (const shmstate::Error& e) {
+        // A file that cannot grow is Io (never SegmentFull), naming the store.
+        if (e.code() != ErrorCode::Io) return 2;
+        if (!test::contains(e.what(), "store '" + path + "'")) return 3;
         return 0;
       }
       return 1;
     });
     CHECK(child.exit_code() == 0);
     CHECK(file_of(path) == "\"old\"\n");
-    CHECK(temp_files(dir) == 0);
+    CHECK(test::replace_temps(dir) == 0);
+  }
+
+  TEST_CASE("a full disk (ENOSPC) is Io naming the path; the old file stays, the temp file goes") {
+    test::TempDir dir;
+    auto path = dir.file("s.json");
+    // The check runs in the child: the small file system exists only there.
+    test::Child child([&] {
+      if (!test::mount_small_tmpfs(dir.path(), 64 << 10)) return test::kSkipped;
+      auto store = Store::open(path, "old");
+      store.commit();
+      store.value() = std::string(200000, 'x');  // three times the file system
+      try {
+        store.commit();
+        return 1;
+      } catch (const shmstate::Error& e) {
+        std::fprintf(stderr, "commit on a full disk: %s\n", e.what());
+        if (e.code() != ErrorCode::Io) return 2;
+        if (!test::contains(e.what(), "store '" + path + "'")) return 3;
+        if (!test::contains(e.what(), std::strerror(ENOSPC))) return 4;
+      }
+      if (test::read_file(path) != "\"old\"\n") return 5;
+      if (test::replace_temps(dir) != 0) return 6;
+      // The space the temp file took is free again: a commit that fits works.
+      store.value() = "new";
+      store.commit();
+      return test::read_file(path) == "\"new\"\n" ? 0 : 7;
+    });
+    int rc = child.exit_code();
+    if (rc == test::kSkipped) {
+      MESSAGE("skipped: this process may not mount a tmpfs (no root, no user namespaces)");
+      return;
+    }
+    CHECK(rc == 0);
+    CHECK(dir.entries().empty());  // the mount and what was written there stayed in the child
   }
 
   TEST_CASE("values JSON cannot hold are refused and nothing is written") {
@@ -423,7 +454,7 @@ TEST_SUITE("store: contracts") {
     store.value() = std::string("\xff");
     CHECK(test::error_of([&] { store.commit(); }).code() == ErrorCode::InvalidArgument);
     CHECK(file_of(path) == "1\n");
-    CHECK(temp_files(dir) == 0);
+    CHECK(test::replace_temps(dir) == 0);
   }
 
   TEST_CASE("doubles round-trip through the file bit for bit") {

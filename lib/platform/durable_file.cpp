@@ -51,7 +51,7 @@ struct Fd {
 };
 
 [[noreturn]] void fail(int err, std::string_view what, const std::string& step) {
-  throw_errno(err, std::string(what) + ": " + step);
+  throw_file_errno(err, std::string(what) + ": " + step);
 }
 
 // write(2) all of `bytes`; 0 or errno.

@@ -50,9 +50,10 @@ struct ReplaceOptions {
 // Replaces the file at `path` (symlinks resolved, see above) by `bytes`, as
 // the protocol above says. Throws Error: NotFound if the directory does not
 // exist, PermissionDenied if it cannot be written (read-only, no access),
-// InvalidArgument if `path` names a directory or has no file name, Io (or
-// SegmentFull for ENOSPC, via throw_errno) otherwise; each message starts with
-// `what` and names the step and the path. If the directory fsync after the
+// InvalidArgument if `path` names a directory or has no file name, Io
+// otherwise (a full disk, a quota or RLIMIT_FSIZE included: throw_file_errno,
+// never SegmentFull); each message starts with `what` (which names the path)
+// and names the step and the file. If the directory fsync after the
 // rename fails, the new contents are in place but maybe not durable: Error(Io)
 // saying so.
 //

@@ -47,6 +47,12 @@ void throw_errno(int err, std::string_view context) {
   throw Error(code_for_errno(err), message);
 }
 
+void throw_file_errno(int err, std::string_view context) {
+  if (err == ENOSPC || err == EDQUOT || err == EFBIG)
+    throw Error(ErrorCode::Io, std::string(context) + ": " + std::strerror(err));
+  throw_errno(err, context);
+}
+
 std::string where(std::string_view segment, std::string_view object) {
   std::string s = "segment '";
   s += excerpt(segment, kMaxQuotedName);

@@ -16,6 +16,11 @@ ErrorCode code_for_errno(int err) noexcept;
 // Throws Error(code_for_errno(err), "<context>: <strerror(err)>").
 [[noreturn]] void throw_errno(int err, std::string_view context);
 
+// throw_errno for a failed call on a regular file (the store, snapshots):
+// a file that cannot grow (ENOSPC disk full, EDQUOT quota, EFBIG
+// RLIMIT_FSIZE) is Io, not SegmentFull, which says a segment has no room.
+[[noreturn]] void throw_file_errno(int err, std::string_view context);
+
 // "segment 'name'" or "segment 'name', object 'obj'": the prefix of every message.
 // Each name is quoted as excerpt(name, kMaxQuotedName): valid names (at most
 // 200 characters) whole, anything else bounded and on one line.

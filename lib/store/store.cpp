@@ -102,7 +102,7 @@ struct Store::Impl {
       int err = errno;
       std::string dir = platform::directory_of(want);
       if (err == ENOENT) throw Error(ErrorCode::NotFound, what() + ": directory '" + dir + "' does not exist");
-      platform::throw_errno(err, what() + ": create lock file '" + want + "'");
+      platform::throw_file_errno(err, what() + ": create lock file '" + want + "'");
     }
     lock_fd = fd;
     lock_path = std::move(want);
