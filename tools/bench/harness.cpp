@@ -165,6 +165,28 @@ class TempSegment {
   std::optional<shmstate::Segment> segment_;
 };
 
+}  // namespace
+
+OwnSegment::OwnSegment(const shmstate::SegmentOptions& options) {
+  static std::atomic<unsigned> serial{0};
+  std::random_device rd;
+  char name[80];
+  std::snprintf(name, sizeof name, "shmstate-bench-%ld-%u-%08x", static_cast<long>(::getpid()), serial++,
+                static_cast<unsigned>(rd()));
+  name_ = name;
+  segment_.emplace(shmstate::Segment::create(name_, options));
+}
+
+OwnSegment::~OwnSegment() {
+  try {
+    shmstate::Segment::remove(name_);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench: could not remove segment '%s': %s\n", name_.c_str(), e.what());
+  }
+}
+
+namespace {
+
 // ---------------------------------------------------------------------------
 // Running a Body in this process or in N forked processes.
 

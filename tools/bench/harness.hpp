@@ -110,6 +110,23 @@ class HelperProcess {
 // false for 10 s.
 void kill_a_waiter(const std::function<void()>& wait, const std::function<bool()>& armed);
 
+// A segment of a row's own, for rows the fixture's 1 MiB, 256-object segment
+// cannot hold: a unique name, created with `options`, removed when this goes
+// (the mapping stays until the process exits, as every mapping does).
+class OwnSegment {
+ public:
+  explicit OwnSegment(const shmstate::SegmentOptions& options);
+  ~OwnSegment();
+  OwnSegment(const OwnSegment&) = delete;
+  OwnSegment& operator=(const OwnSegment&) = delete;
+
+  shmstate::Segment& get() noexcept { return *segment_; }
+
+ private:
+  std::string name_;
+  std::optional<shmstate::Segment> segment_;
+};
+
 // Does `n` operations; returns something computed from their results.
 using Body = std::function<std::uint64_t(std::uint64_t n)>;
 

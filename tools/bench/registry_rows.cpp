@@ -43,35 +43,21 @@ const std::vector<std::string>& names(std::size_t count) {
   return all;
 }
 
-// A segment of its own (removed at the end of the run; the mapping stays until
-// the process exits, as every mapping does) holding `count` int64 objects.
+// A segment of its own holding `count` int64 objects.
 struct FilledSegment {
-  std::string name;
-  std::optional<shmstate::Segment> segment;
+  OwnSegment own;
+  shmstate::Segment* segment = &own.get();
   std::uint64_t objects = 0;
 
   // size 0: room for max_objects small objects and 1 MiB more.
-  FilledSegment(std::uint32_t max_objects, std::uint32_t count, std::uint64_t size = 0) {
-    static std::atomic<int> serial{0};
-    std::random_device rd;
-    name = "shmstate-bench-registry-" + std::to_string(::getpid()) + "-" + std::to_string(serial++) + "-" +
-           std::to_string(rd() & 0xffff);
-    shmstate::SegmentOptions o;
-    o.max_objects = max_objects;
-    o.size = size != 0 ? size : (std::uint64_t{max_objects} + 16) * 512 + (1 << 20);
-    segment.emplace(shmstate::Segment::create(name, o));
+  FilledSegment(std::uint32_t max_objects, std::uint32_t count, std::uint64_t size = 0)
+      : own(shmstate::SegmentOptions{
+            .size = size != 0 ? size : (std::uint64_t{max_objects} + 16) * 512 + (1 << 20),
+            .max_objects = max_objects}) {
     const auto& n = names(count);
     for (std::uint32_t i = 0; i < count; ++i) segment->atomic<std::int64_t>(n[i], i);
     objects = count;
   }
-  ~FilledSegment() {
-    try {
-      shmstate::Segment::remove(name);
-    } catch (...) {
-    }
-  }
-  FilledSegment(const FilledSegment&) = delete;
-  FilledSegment& operator=(const FilledSegment&) = delete;
 };
 
 // Candidate: creations in a registry of 60,000..65,000 objects; baseline: in
