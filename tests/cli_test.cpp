@@ -1052,6 +1052,30 @@ TEST_CASE("snapshot --every writes only when something changed and ends on SIGTE
   CHECK(dir.entries() == std::vector<std::string>{"seg.json"});  // no temp file left
 }
 
+TEST_CASE("snapshot --every ends on SIGINT (Ctrl-C) as on SIGTERM, with a last snapshot") {
+  test::TempSegment seg("cli-snap-int");
+  test::TempDir dir;
+  const std::string f = dir.file("seg.json");
+  auto segment = shmstate::Segment::create(seg.name());
+  auto n = segment.atomic<std::int64_t>("n", 1);
+  auto saved_n = [&]() -> std::int64_t {
+    auto bytes = test::read_file(f);
+    return bytes ? json::parse(*bytes).at("objects").at(0).at("state").as_int64() : -1;
+  };
+  test::Child loop([&] {
+    std::string cli = cli_path();
+    ::execl(cli.c_str(), cli.c_str(), "snapshot", seg.c_str(), f.c_str(), "--every", "10", nullptr);
+    return 98;
+  });
+  // The first snapshot is written after the loop blocks the signals.
+  REQUIRE(test::eventually([&] { return saved_n() == 1; }));
+  n.set(7);  // the next periodic snapshot is 10 s away: only the last one can hold it
+  loop.kill(SIGINT);
+  CHECK(loop.exit_code_within(std::chrono::seconds(10)) == 0);
+  CHECK(saved_n() == 7);
+  CHECK(dir.entries() == std::vector<std::string>{"seg.json"});
+}
+
 }  // TEST_SUITE("cli snapshot")
 
 TEST_SUITE("cli") {
