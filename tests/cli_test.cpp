@@ -19,6 +19,7 @@
 #include <shmstate/atom.hpp>
 #include <shmstate/atomic.hpp>
 #include <shmstate/segment.hpp>
+#include <shmstate/signal.hpp>
 #include <shmstate/version.hpp>
 
 #include "segment/layout.hpp"
@@ -93,7 +94,8 @@ struct ForeignFile {
   ~ForeignFile() { ::unlink(shm_path(name).c_str()); }
 };
 
-const std::vector<std::string> kCommands = {"list", "dump", "create", "rm", "new", "get", "set", "add", "store"};
+const std::vector<std::string> kCommands = {"list", "dump", "create", "rm",   "new",
+                                           "get",  "set",  "add",    "store", "signal"};
 
 std::vector<std::string> json_keys(const json::object& o) {
   std::vector<std::string> keys;
@@ -1107,6 +1109,88 @@ TEST_CASE("new from racing CLI processes: exactly one creates, the others say it
     CHECK(created == 1);
     CHECK(refused == kProcs - 1);
   }
+}
+
+// Issue 9: signal SEG NAME go | wait [--timeout] | status [--json]; `new`
+// and dump of signals.
+TEST_CASE("signal: new, status, wait --timeout (exit 4), go from the CLI wakes a waiting CLI, dump") {
+  test::TempSegment seg("clisig");
+  const std::string s = seg.name();
+  REQUIRE(shm({"create", s}).status == 0);
+  CHECK_EXIT(shm({"new", s, "signal", "please_stop"}), 0);
+  CHECK_EXIT(shm({"new", s, "signal", "born_fired", "--init", "true"}), 0);
+  CHECK(line_of(shm({"signal", s, "please_stop", "status"})) == "pending");
+  auto st = parse(line_of(shm({"signal", s, "please_stop", "status", "--json"})));
+  check_keys(st, {"fired", "pid", "when"});
+  CHECK(st.at("fired") == false);
+  CHECK(st.at("pid").is_null());
+  CHECK(line_of(shm({"signal", s, "born_fired", "status"})).rfind("fired by pid ", 0) == 0);
+  CHECK_EXIT(shm({"signal", s, "born_fired", "wait"}), 0);
+
+  auto r = shm({"signal", s, "please_stop", "wait", "--timeout", "0.05"});
+  CHECK_MESSAGE(r.status == 4, describe(r));
+  CHECK(r.out.empty());
+  r = shm({"signal", s, "please_stop", "wait", "--timeout=0"});  // a timeout is no error: silent
+  CHECK_MESSAGE(r.status == 4, describe(r));
+  CHECK(r.err.empty());
+
+  // A CLI wait (no timeout) ended by a CLI go from another process.
+  test::Child waiter([&] {
+    std::string cli = cli_path();
+    ::execl(cli.c_str(), cli.c_str(), "signal", s.c_str(), "please_stop", "wait", nullptr);
+    return 98;
+  });
+  auto seg_handle = shmstate::Segment::open(s);
+  REQUIRE(test::eventually([&] { return test::asleep_in_futex(waiter.pid()); }));
+  CHECK_EXIT(shm({"signal", s, "please_stop", "go"}), 0);
+  CHECK(waiter.exit_code_within(std::chrono::seconds(10)) == 0);
+  CHECK_EXIT(shm({"signal", s, "please_stop", "go"}), 0);  // idempotent
+  CHECK(seg_handle.open_signal("please_stop").is_set());
+
+  st = parse(line_of(shm({"signal", s, "please_stop", "status", "--json"})));
+  CHECK(st.at("fired") == true);
+  REQUIRE(st.at("pid").is_int64());
+  CHECK(st.at("pid").as_int64() > 0);
+  CHECK(st.at("pid").as_int64() != ::getpid());  // the go CLI's own pid
+  REQUIRE(st.at("when").is_string());
+  CHECK(std::string(st.at("when").as_string()).back() == 'Z');
+  auto text = line_of(shm({"signal", s, "please_stop", "status"}));
+  CHECK(text == "fired by pid " + std::to_string(st.at("pid").as_int64()) + " at " +
+                    std::string(st.at("when").as_string()));
+  CHECK_EXIT(shm({"signal", s, "please_stop", "wait", "--timeout", "5"}), 0);
+
+  // dump shows each signal: fired or not, when, by which pid.
+  auto dump = parse(line_of(shm({"dump", s, "--json"})));
+  bool seen = false;
+  for (const auto& o : dump.at("objects").as_array()) {
+    if (o.at("name") != "please_stop") continue;
+    seen = true;
+    CHECK(o.at("kind") == "signal");
+    for (const char* k : {"fired", "pid", "when"}) CHECK(o.at(k) == st.at(k));
+  }
+  CHECK(seen);
+  auto dump_text = shm({"dump", s});
+  CHECK_EXIT(dump_text, 0);
+  CHECK(contains(dump_text.out, text.substr(0, text.find(" at "))));
+
+  // Errors: unknown action, options for the wrong action, bad timeout (2);
+  // no such signal (3); not a signal (1).
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"signal", s, "please_stop", "fire"},
+           {"signal", s, "please_stop"},
+           {"signal", s, "please_stop", "go", "--timeout", "1"},
+           {"signal", s, "please_stop", "go", "--json"},
+           {"signal", s, "please_stop", "wait", "--timeout", "-1"},
+           {"signal", s, "please_stop", "wait", "--timeout", "soon"},
+       }) {
+    auto e = shm(args);
+    CHECK_EXIT(e, 2);
+  }
+  CHECK_EXIT(shm({"signal", s, "nope", "go"}), 3);
+  REQUIRE(shm({"new", s, "int64", "n"}).status == 0);
+  CHECK_EXIT(shm({"signal", s, "n", "go"}), 1);
+  r = shm({"signal", "--help"});
+  CHECK(contains(r.out, "4  timed out"));
 }
 
 }  // TEST_SUITE("cli")

@@ -3,11 +3,17 @@
 // processes.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include <shmstate/atomic.hpp>
 #include <shmstate/signal.hpp>
+#if SHMSTATE_TEST_HOOKS
+#include <shmstate/testing.hpp>
+#endif
 
 #include "primitives/condition.hpp"
 #include "support/proc.hpp"
@@ -220,4 +226,132 @@ TEST_CASE("across processes: a composition over signals in two segments, and Pro
   CHECK(gone.is_set());
   sleeper.wait();
   CHECK(shmstate::ProcessExit(sleeper.pid()).is_set());
+}
+
+#if SHMSTATE_TEST_HOOKS
+TEST_CASE("across processes: a waiter SIGKILLed mid-wait costs one wake, once; later go()s take no syscall") {
+  test::TempSegment t;
+  auto seg = Segment::create(t.name());
+  auto s = seg.signal("go");
+  auto quiet = seg.signal("quiet");  // nobody ever waits on it
+  test::Child victim([&] {
+    Segment::open(t.name()).open_signal("go").wait();
+    return 0;
+  });
+  REQUIRE(test::eventually([&] { return test::asleep_in_futex(victim.pid()); }));
+  victim.kill();
+  victim.wait();
+  auto before = shmstate::testing::signal_wake_count();
+  s.go();
+  CHECK(shmstate::testing::signal_wake_count() - before == 1);  // the sleeper bit it left
+  for (int i = 0; i < 1000; ++i) s.go();
+  quiet.go();
+  for (int i = 0; i < 1000; ++i) quiet.go();
+  CHECK(shmstate::testing::signal_wake_count() - before == 1);
+  CHECK(s.is_set());
+  CHECK(s.wait_for(0ms));
+
+  // A waiter killed in a wait with a till (Atomic::wait_while_equal) leaves
+  // the event count's bit: the next change pays one slow notify, later ones none.
+  auto n = seg.atomic<std::int64_t>("n", 0);
+  auto stop = seg.signal("stop");
+  test::Child w([&] {
+    auto sg = Segment::open(t.name());
+    sg.open_atomic<std::int64_t>("n").wait_while_equal(0, sg.open_signal("stop"));
+    return 0;
+  });
+  REQUIRE(test::eventually([&] { return test::asleep_in_futex(w.pid()); }));
+  w.kill();
+  w.wait();
+  auto slow = shmstate::testing::slow_notify_count();
+  for (int i = 0; i < 1000; ++i) n.add_and_get(1);
+  CHECK(shmstate::testing::slow_notify_count() - slow == 1);
+  auto wakes = shmstate::testing::signal_wake_count();
+  stop.go();  // its sleeper bit too: one wake, once
+  stop.go();
+  CHECK(shmstate::testing::signal_wake_count() - wakes == 1);
+}
+#endif
+
+TEST_CASE("Till fires never early: 200 waits and 200 callbacks of 0-5 ms") {
+  std::atomic<int> early{0}, ran{0};
+  for (int i = 0; i < 200; ++i) {
+    auto d = std::chrono::microseconds((i * 7919) % 5000);
+    auto deadline = std::chrono::steady_clock::now() + d;
+    shmstate::Till::until(deadline).then([&, deadline] {
+      if (std::chrono::steady_clock::now() < deadline) ++early;
+      ++ran;
+    });
+    shmstate::Till t(d);
+    t.wait();
+    if (std::chrono::steady_clock::now() < t.deadline()) ++early;
+    CHECK(t.is_set());
+  }
+  CHECK(test::eventually([&] { return ran.load() == 200; }, 10s));
+  CHECK(early.load() == 0);
+  // A deadline in the past is DONE, at once.
+  CHECK(same(shmstate::Till::until(std::chrono::steady_clock::now() - 1s), DONE));
+}
+
+TEST_CASE("mo-threads: (Till | please_stop) ends by the Till without setting please_stop; by please_stop set before") {
+  // test_or_signal_timeout, test_or_signal_stop2, and wait(True).
+  shmstate::LocalSignal please_stop;
+  CHECK_FALSE((shmstate::Till(20ms) | please_stop).wait_for(0ms));
+  (shmstate::Till(20ms) | please_stop).wait();
+  CHECK_FALSE(please_stop.is_set());
+  auto till = shmstate::Till(10s);
+  please_stop.go();
+  CHECK((till | please_stop).wait_for(0ms));
+  CHECK(please_stop.wait(true));
+  CHECK_FALSE(NEVER.wait(true));
+  CHECK(please_stop.wait(false));
+  CHECK(Condition(true).is_set());
+  CHECK_FALSE(Condition(false).is_set());
+}
+
+TEST_CASE("across processes: please_stop for children that loop, fire their own stopped and are stopped in order") {
+  test::TempSegment t;
+  auto seg = Segment::create(t.name());
+  auto please_stop = seg.signal("please_stop");
+  constexpr int kChildren = 3;
+  for (int i = 0; i < kChildren; ++i) seg.signal("stopped." + std::to_string(i));
+  auto order = seg.atomic<std::int64_t>("order", 0);
+  std::vector<std::unique_ptr<test::Child>> kids;
+  for (int i = 0; i < kChildren; ++i)
+    kids.push_back(std::make_unique<test::Child>([&, i] {
+      auto s = Segment::open(t.name());
+      auto stop = s.open_signal("please_stop");
+      auto loops = 0;
+      while (!stop) {
+        ++loops;
+        (stop | shmstate::Till(30s)).wait();  // ended by please_stop, not the Till
+      }
+      // The order in which children left: digit i at position k.
+      auto o = s.open_atomic<std::int64_t>("order");
+      std::int64_t old = o.get();
+      while (!o.compare_and_set(old, old * 10 + (i + 1))) old = o.get();
+      s.open_signal("stopped." + std::to_string(i)).go();
+      return loops >= 1 ? 0 : 1;
+    }));
+  for (auto& k : kids) REQUIRE(test::eventually([&] { return test::asleep_in_futex(k->pid()); }));
+  // A child SIGKILLed before it could fire `stopped`: ProcessExit ends the wait.
+  auto victim = std::make_unique<test::Child>([&] {
+    Segment::open(t.name()).open_signal("please_stop").wait();
+    return 0;
+  });
+  REQUIRE(test::eventually([&] { return test::asleep_in_futex(victim->pid()); }));
+  shmstate::ProcessExit victim_exit(victim->pid());
+  victim->kill();
+  CHECK(victim_exit.wait_for(10s));
+  please_stop.go();
+  // Deterministic order: the parent waits for each child in turn.
+  for (int i = 0; i < kChildren; ++i) {
+    auto stopped = seg.open_signal("stopped." + std::to_string(i));
+    CHECK((stopped | shmstate::ProcessExit(kids[static_cast<std::size_t>(i)]->pid())).wait_for(10s));
+    CHECK(kids[static_cast<std::size_t>(i)]->exit_code_within(10s) == 0);
+  }
+  // All stopped, whatever the order they noticed.
+  auto s = std::to_string(order.get());
+  std::sort(s.begin(), s.end());
+  CHECK(s == "123");
 }

@@ -30,6 +30,7 @@
 
 #include <shmstate/inspect.hpp>
 #include <shmstate/segment.hpp>
+#include <shmstate/signal.hpp>
 #include <shmstate/store.hpp>
 #include <shmstate/version.hpp>
 
@@ -37,7 +38,7 @@ namespace {
 
 namespace inspect = shmstate::inspect;
 
-enum Exit : int { kOk = 0, kError = 1, kUsage = 2, kNotFound = 3 };
+enum Exit : int { kOk = 0, kError = 1, kUsage = 2, kNotFound = 3, kTimedOut = 4 };
 
 std::string kinds_text() {
   std::string s;
@@ -528,6 +529,51 @@ int cmd_restore(const Args& a) {
   if (auto v = a.option("--mode")) o.mode = parse_number<unsigned>(a, "--mode", *v, 8);
   if (auto v = a.option("--max-objects")) o.max_objects = parse_number<std::uint32_t>(a, "--max-objects", *v, 10);
   shmstate::Segment::restore(a.positional[0], a.positional[1], o);
+  return kOk;
+}
+
+// signal SEG NAME go | wait [--timeout SECONDS] | status [--json]
+int cmd_signal(const Args& a) {
+  const std::string& action = a.positional[2];
+  if (action != "go" && action != "wait" && action != "status")
+    throw UsageError{"unknown signal action " + quoted(action) + ": use go, wait or status", a.command};
+  if (a.option("--timeout") && action != "wait") throw UsageError{"--timeout is for wait only", a.command};
+  if (a.flag("--json") && action != "status") throw UsageError{"--json is for status only", a.command};
+  std::optional<std::chrono::nanoseconds> timeout;
+  if (auto t = a.option("--timeout")) {
+    double seconds = -1;
+    auto [end, ec] = std::from_chars(t->data(), t->data() + t->size(), seconds);
+    if (ec != std::errc() || end != t->data() + t->size() || !(seconds >= 0) || seconds > 86400.0 * 365 * 100)
+      throw UsageError{"bad value " + quoted(*t) + " for --timeout: a number of seconds >= 0", a.command};
+    timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(seconds));
+  }
+  auto segment = shmstate::Segment::open(a.positional[0]);
+  auto signal = segment.open_signal(a.positional[1]);  // NotFound, KindMismatch
+  if (action == "go") {
+    signal.go();
+    return kOk;
+  }
+  if (action == "wait") {
+    if (!timeout) {
+      signal.wait();
+      return kOk;
+    }
+    return signal.wait_for(*timeout) ? kOk : kTimedOut;
+  }
+  auto state = inspect::get(segment, a.positional[1]);  // {"fired", "pid", "when"}
+  if (a.flag("--json")) {
+    print_line(inspect::to_text(state));
+    return kOk;
+  }
+  const auto& o = state.as_object();
+  if (!o.at("fired").as_bool()) {
+    print_line("pending");
+    return kOk;
+  }
+  std::int64_t pid = o.at("pid").is_int64() ? o.at("pid").as_int64() : 0;
+  std::string line = "fired by " + (pid > 0 ? "pid " + std::to_string(pid) : std::string("an unknown process"));
+  if (o.at("when").is_string()) line += " at " + std::string(o.at("when").as_string());
+  print_line(line);
   return kOk;
 }
 

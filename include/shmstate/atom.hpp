@@ -63,6 +63,8 @@
 
 namespace shmstate {
 
+class Condition;
+
 namespace detail {
 class AtomCore;
 }
@@ -170,6 +172,12 @@ class SHMSTATE_API Atom {
   // Blocks until version() > since_version (true) or the timeout passes
   // (false). Wakes on a change by any process, without polling.
   bool wait_for_change(std::uint64_t since_version, std::chrono::nanoseconds timeout) const;
+  // The same, ended by a signal or composition (<shmstate/signal.hpp>)
+  // instead of a timeout: true once version() > since_version (checked
+  // first), false once `till` is set. One sleep on the atom's event count and
+  // every word of `till` at once, no helper thread. Throws Corrupt if a
+  // segment signal in `till` is damaged.
+  bool wait_for_change(std::uint64_t since_version, const Condition& till) const;
 
   const std::string& name() const noexcept;
   const std::string& segment_name() const noexcept;

@@ -50,6 +50,8 @@
 
 namespace shmstate {
 
+class Condition;
+
 namespace detail {
 
 // Shared state of an Atomic<T>, layout version 1. The event count has a cache
@@ -160,6 +162,15 @@ class SHMSTATE_API Atomic {
   // between its write and its wake delays this by at most ~100 ms).
   bool wait_while_equal(T old, std::chrono::nanoseconds timeout) const;
 
+  // The same, ended by a signal or composition (<shmstate/signal.hpp>; e.g.
+  // `please_stop | Till(5s)`) instead of a timeout: true once the value
+  // differs from `old` (checked first), false once `till` is set. One sleep
+  // on the event count's word and every word of `till` at once (futex_waitv),
+  // no helper thread. Throws Corrupt if a segment signal in `till` is damaged.
+  // A waiter killed here leaves what a killed timed waiter leaves: one
+  // sleeper bit, cleared (one wake) by the next change.
+  bool wait_while_equal(T old, const Condition& till) const;
+
   const std::string& name() const noexcept { return name_->object; }
   const std::string& segment_name() const noexcept { return name_->segment; }
 
@@ -185,6 +196,9 @@ class SHMSTATE_API Atomic {
 extern template bool Atomic<bool>::wait_while_equal(bool, std::chrono::nanoseconds) const;
 extern template bool Atomic<std::int64_t>::wait_while_equal(std::int64_t, std::chrono::nanoseconds) const;
 extern template bool Atomic<double>::wait_while_equal(double, std::chrono::nanoseconds) const;
+extern template bool Atomic<bool>::wait_while_equal(bool, const Condition&) const;
+extern template bool Atomic<std::int64_t>::wait_while_equal(std::int64_t, const Condition&) const;
+extern template bool Atomic<double>::wait_while_equal(double, const Condition&) const;
 extern template void Atomic<bool>::notify_slow() noexcept;
 extern template void Atomic<std::int64_t>::notify_slow() noexcept;
 extern template void Atomic<double>::notify_slow() noexcept;

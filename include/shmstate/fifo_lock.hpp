@@ -75,9 +75,13 @@
 // acquired it as far as reentrancy checks go, but may be released from any
 // thread of the same process.
 //
-// Waits that end on a signal (issue 9, `till=`) will be one more way to end
-// the same wait as the deadline and the stop token do; the wait loop is
-// written for it (one place decides "stop waiting").
+// Waits that end on a signal (issue 9, mo-threads' `till=`):
+// acquire(mode, till) ends like acquire_until does at its deadline, when the
+// signal or composition `till` is set (`please_stop | Till(5s)`, a segment
+// signal fired by any process). The waiter sleeps on its slot's word and on
+// every word of `till` at once (futex_waitv; no helper thread) and leaves the
+// queue as a timed-out request does: the requests behind it are rescanned at
+// once.
 #pragma once
 
 #include <shmstate/config.hpp>
@@ -98,6 +102,8 @@ class value;
 }
 
 namespace shmstate {
+
+class Condition;
 
 namespace detail {
 struct FifoLockHandle;
@@ -220,6 +226,13 @@ class SHMSTATE_API FifoLock {
   Guard acquire(ModeSelector mode);
   std::optional<Guard> acquire(ModeSelector mode, std::stop_token stop);
   std::optional<Guard> try_acquire(ModeSelector mode);
+  // Blocks until granted (a Guard) or until `till` is set (nullopt; the
+  // request has then left the queue). The grant is checked first: a lock
+  // free at the call is granted even if `till` is already set, and a grant
+  // that comes just as `till` fires is kept, as at a deadline. Throws what
+  // acquire throws, and Corrupt if a segment signal in `till` is damaged
+  // (the request has left the queue then too).
+  std::optional<Guard> acquire(ModeSelector mode, const Condition& till);
   std::optional<Guard> acquire_for(ModeSelector mode, std::chrono::nanoseconds timeout,
                                    std::stop_token stop = {});
   std::optional<Guard> acquire_until(ModeSelector mode, std::chrono::steady_clock::time_point deadline,
@@ -244,7 +257,7 @@ class SHMSTATE_API FifoLock {
   std::size_t resolve(const ModeSelector& mode) const;
   std::size_t only_mode() const;
   std::optional<Guard> acquire_impl(std::size_t mode, std::chrono::steady_clock::time_point deadline,
-                                    const std::stop_token* stop, bool try_only);
+                                    const std::stop_token* stop, bool try_only, const Condition* till = nullptr);
 
   std::shared_ptr<detail::FifoLockHandle> h_;
 };

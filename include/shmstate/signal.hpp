@@ -46,6 +46,8 @@
 // the child.
 #pragma once
 
+#include <shmstate/config.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -64,7 +66,7 @@ class ConditionNode;
 struct SignalState;
 }  // namespace detail
 
-class Condition {
+class SHMSTATE_API Condition {
  public:
   using Callback = std::function<void()>;
   using CallbackId = std::uint64_t;
@@ -100,16 +102,16 @@ class Condition {
 };
 
 // a | b: set when either is. a & b: set when both are.
-Condition operator|(const Condition& a, const Condition& b);
-Condition operator&(const Condition& a, const Condition& b);
+SHMSTATE_API Condition operator|(const Condition& a, const Condition& b);
+SHMSTATE_API Condition operator&(const Condition& a, const Condition& b);
 
 // The constant conditions.
-extern const Condition DONE;
-extern const Condition NEVER;
+extern SHMSTATE_API const Condition DONE;
+extern SHMSTATE_API const Condition NEVER;
 
 // A signal that any holder may fire. Obtained from Segment::signal (shared by
 // processes) or as a LocalSignal (this process only).
-class Signal : public Condition {
+class SHMSTATE_API Signal : public Condition {
  public:
   // Fires the signal: idempotent and irreversible. Wakes every waiter and,
   // in this process, runs the then-callbacks in this thread (the call that
@@ -133,7 +135,7 @@ class Signal : public Condition {
   explicit Signal(std::shared_ptr<detail::ConditionNode> node) : Condition(std::move(node)) {}
 };
 
-class LocalSignal : public Signal {
+class SHMSTATE_API LocalSignal : public Signal {
  public:
   LocalSignal();
 };
@@ -141,7 +143,7 @@ class LocalSignal : public Signal {
 // Fires at `deadline` (Till::until) or `timeout` from now; a timeout <= 0 is
 // DONE. Never fires early; a Till with a then-callback keeps itself alive
 // until it fires.
-class Till : public Condition {
+class SHMSTATE_API Till : public Condition {
  public:
   template <class Rep, class Period>
   explicit Till(std::chrono::duration<Rep, Period> timeout)
@@ -163,7 +165,7 @@ class Till : public Condition {
 // polls the pidfds and fires the condition's futex word, so waits and
 // compositions treat it like any other word. Beware pid reuse: the pidfd is
 // opened when the ProcessExit is made, and refers to that process only.
-class ProcessExit : public Condition {
+class SHMSTATE_API ProcessExit : public Condition {
  public:
   explicit ProcessExit(pid_t pid);
 };

@@ -27,6 +27,10 @@ void disarm_crash_point() noexcept;
 // waiter bit set and went to clear it and wake), since the process started.
 std::uint64_t slow_notify_count() noexcept;
 
+// How many times this process's go()s (signals, and the words of local
+// signals and ProcessExits) found the sleeper bit set and paid a FUTEX_WAKE.
+std::uint64_t signal_wake_count() noexcept;
+
 // Runs fn once, the next time a thread of this process arms an event count
 // (a waiter that has read the sequence and set its bit, and has not yet
 // re-checked its predicate; then fn is cleared). For tests of that re-check:

@@ -17,6 +17,7 @@
 #include "platform/crash_point.hpp"
 #include "platform/system_error.hpp"
 #include "primitives/atom_core.hpp"
+#include "primitives/condition.hpp"
 #include "primitives/json_storable.hpp"
 #include "primitives/kind.hpp"
 
@@ -363,6 +364,11 @@ bool AtomCore::wait_for_change(std::uint64_t since, std::chrono::nanoseconds tim
   return state_->changes.wait_until([&] { return version() > since; }, deadline_after(timeout));
 }
 
+bool AtomCore::wait_for_change(std::uint64_t since, const ConditionNode* till) const {
+  return wait_event(state_->changes, [&] { return version() > since; }, till, Clock::time_point::max()) ==
+         WaitEnd::Done;
+}
+
 // Registration with the dispatcher happens under watch_mu_, so a concurrent
 // add and remove of the last watch cannot leave a watched atom unregistered
 // (lock order watch_mu_ -> dispatcher mutex; the dispatcher never holds its
@@ -514,6 +520,9 @@ void Atom::remove_watch(std::string_view key) { core_->remove_watch(key); }
 void Atom::set_validator(Validator fn) { core_->set_validator(std::move(fn)); }
 bool Atom::wait_for_change(std::uint64_t since_version, std::chrono::nanoseconds timeout) const {
   return core_->wait_for_change(since_version, timeout);
+}
+bool Atom::wait_for_change(std::uint64_t since_version, const Condition& till) const {
+  return core_->wait_for_change(since_version, till.node().get());
 }
 const std::string& Atom::name() const noexcept { return core_->object(); }
 const std::string& Atom::segment_name() const noexcept { return core_->segment_name(); }

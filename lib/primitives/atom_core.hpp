@@ -20,6 +20,8 @@
 
 namespace shmstate::detail {
 
+class ConditionNode;
+
 struct AtomSnapshot {
   std::uint64_t version;
   Atom::Value value;
@@ -48,6 +50,7 @@ class AtomCore : public std::enable_shared_from_this<AtomCore> {
   std::pair<Atom::Value, Atom::Value> reset(boost::json::value value);
   bool compare_and_set(const boost::json::value& expected, boost::json::value desired);
   bool wait_for_change(std::uint64_t since, std::chrono::nanoseconds timeout) const;
+  bool wait_for_change(std::uint64_t since, const ConditionNode* till) const;
 
   void add_watch(std::string key, Atom::WatchFn fn);
   void remove_watch(std::string_view key);

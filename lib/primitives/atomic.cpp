@@ -8,6 +8,7 @@
 #include <new>
 #include <optional>
 
+#include "primitives/condition.hpp"
 #include "primitives/kind.hpp"
 #include "segment/segment_impl.hpp"
 
@@ -39,6 +40,12 @@ bool Atomic<T>::wait_while_equal(T old, std::chrono::nanoseconds timeout) const 
 }
 
 template <class T>
+bool Atomic<T>::wait_while_equal(T old, const Condition& till) const {
+  return detail::wait_event(s_->changes, [&] { return !detail::same_value(s_->value.load(), old); },
+                            till.node().get(), detail::Clock::time_point::max()) == detail::WaitEnd::Done;
+}
+
+template <class T>
 void Atomic<T>::notify_slow() noexcept {
   s_->changes.notify_all_slow();
 }
@@ -65,6 +72,9 @@ Atomic<T> Segment::open_atomic(std::string_view name) const {
 template bool Atomic<bool>::wait_while_equal(bool, std::chrono::nanoseconds) const;
 template bool Atomic<std::int64_t>::wait_while_equal(std::int64_t, std::chrono::nanoseconds) const;
 template bool Atomic<double>::wait_while_equal(double, std::chrono::nanoseconds) const;
+template bool Atomic<bool>::wait_while_equal(bool, const Condition&) const;
+template bool Atomic<std::int64_t>::wait_while_equal(std::int64_t, const Condition&) const;
+template bool Atomic<double>::wait_while_equal(double, const Condition&) const;
 template void Atomic<bool>::notify_slow() noexcept;
 template void Atomic<std::int64_t>::notify_slow() noexcept;
 template void Atomic<double>::notify_slow() noexcept;

@@ -28,6 +28,9 @@
 
 #include <shmstate/detail/event_count.hpp>
 #include <shmstate/error.hpp>
+#if SHMSTATE_TEST_HOOKS
+#include <shmstate/testing.hpp>
+#endif
 
 #include "platform/futex.hpp"
 
@@ -43,8 +46,21 @@ namespace detail {
 bool one_shot::fire(std::atomic<std::uint32_t>& word) noexcept {
   std::uint32_t old = word.fetch_or(kFired, std::memory_order_seq_cst);
   if ((old & kFired) != 0) return false;
-  if ((old & kSleeper) != 0) platform::futex_wake(word, INT_MAX);
+  if ((old & kSleeper) != 0) wake(word);
   return true;
+}
+
+#if SHMSTATE_TEST_HOOKS
+namespace {
+std::atomic<std::uint64_t> g_signal_wakes{0};
+}
+#endif
+
+void one_shot::wake(std::atomic<std::uint32_t>& word) noexcept {
+#if SHMSTATE_TEST_HOOKS
+  g_signal_wakes.fetch_add(1, std::memory_order_relaxed);
+#endif
+  platform::futex_wake(word, INT_MAX);
 }
 
 std::uint32_t one_shot::arm(std::atomic<std::uint32_t>& word) noexcept {
@@ -481,6 +497,11 @@ WaitEnd wait_any(const std::function<bool()>& done, const std::function<void(Wai
   }
 }
 
+WaitEnd wait_event(EventCount& ec, const std::function<bool()>& done, const ConditionNode* till,
+                   Clock::time_point deadline) {
+  return wait_any(done, [&ec](WaitSet& ws) { ws.add(ec.seq, ec.arm()); }, till, deadline);
+}
+
 }  // namespace detail
 
 // ---- public API ----
@@ -576,5 +597,11 @@ NodePtr exit_node(pid_t pid) {
 }  // namespace
 
 ProcessExit::ProcessExit(pid_t pid) : Condition(exit_node(pid)) {}
+
+#if SHMSTATE_TEST_HOOKS
+std::uint64_t testing::signal_wake_count() noexcept {
+  return detail::g_signal_wakes.load(std::memory_order_relaxed);
+}
+#endif
 
 }  // namespace shmstate

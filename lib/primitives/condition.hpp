@@ -11,6 +11,7 @@
 #include <mutex>
 #include <vector>
 
+#include <shmstate/detail/event_count.hpp>
 #include <shmstate/signal.hpp>
 
 namespace shmstate::detail {
@@ -53,6 +54,9 @@ inline constexpr std::uint32_t kValidBits = kFired | kSleeper;
 
 // Sets kFired; returns true for the call that set it (it woke the sleepers).
 bool fire(std::atomic<std::uint32_t>& word) noexcept;
+// The FUTEX_WAKE of the go() that set kFired over kSleeper (counted in
+// testing::signal_wake_count()).
+void wake(std::atomic<std::uint32_t>& word) noexcept;
 // Sets kSleeper if needed; returns the word's value to sleep on.
 std::uint32_t arm(std::atomic<std::uint32_t>& word) noexcept;
 }  // namespace one_shot
@@ -114,6 +118,13 @@ enum class WaitEnd { Done, Till, Timeout };
 // them at once (futex_waitv) until the nearest deadline, at most kWaitSlice.
 WaitEnd wait_any(const std::function<bool()>& done, const std::function<void(WaitSet&)>& arm_own,
                  const ConditionNode* till, Clock::time_point deadline);
+
+// wait_any for a predicate published under an event count (Atomic, Atom,
+// Monitor): each slice arms `ec` (reads seq, sets kSleeperBit) and the
+// till's words, re-checks done() and the till, and sleeps on all of them.
+// The event count's protocol (event_count.hpp) is kept: arm, then re-check.
+WaitEnd wait_event(EventCount& ec, const std::function<bool()>& done, const ConditionNode* till,
+                   Clock::time_point deadline);
 
 // The process's dispatcher thread (watch_dispatcher.cpp) also watches
 // sources other than atoms: each pass it arms the source's word and calls

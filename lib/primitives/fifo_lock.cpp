@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <exception>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -19,6 +20,7 @@
 
 #include "platform/crash_point.hpp"
 #include "platform/system_error.hpp"
+#include "primitives/condition.hpp"
 #include "primitives/json_exact.hpp"
 #include "primitives/kind.hpp"
 #include "platform/futex.hpp"
@@ -421,6 +423,9 @@ FifoLock::Guard FifoLock::acquire(ModeSelector mode) {
 std::optional<FifoLock::Guard> FifoLock::acquire(ModeSelector mode, std::stop_token stop) {
   return acquire_impl(resolve(mode), steady_clock::time_point::max(), &stop, false);
 }
+std::optional<FifoLock::Guard> FifoLock::acquire(ModeSelector mode, const Condition& till) {
+  return acquire_impl(resolve(mode), steady_clock::time_point::max(), nullptr, false, &till);
+}
 std::optional<FifoLock::Guard> FifoLock::try_acquire(ModeSelector mode) {
   return acquire_impl(resolve(mode), steady_clock::time_point::min(), nullptr, true);
 }
@@ -445,7 +450,8 @@ std::optional<FifoLock::Guard> FifoLock::acquire_until(steady_clock::time_point 
 }
 
 std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_clock::time_point deadline,
-                                                      const std::stop_token* stop, bool try_only) {
+                                                      const std::stop_token* stop, bool try_only,
+                                                      const Condition* till) {
   auto& h = *h_;
   auto self = platform::self_identity();
   std::int32_t tid = detail::current_tid();
@@ -561,46 +567,65 @@ std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_cloc
                       platform::futex_wake(sl.word, 1);
                     }));
 
+  // Each pass sleeps at most one slice (detail::wait_any: the slot's word,
+  // the stop token and every word of `till` at once); a slice without news
+  // checks that the holders and the waiters ahead are alive.
+  const detail::ConditionNode* till_node = till != nullptr ? till->node().get() : nullptr;
   for (;;) {
     std::uint32_t w = sl.word.load(std::memory_order_acquire);
     bool stopped = stop != nullptr && stop->stop_requested();
     if (!stopped && w == detail::kWordGranted) return granted();
     auto now = steady_clock::now();
-    if (stopped || now >= deadline) {
-      on_stop.reset();
-      std::optional<Guard> result;
-      {
-        Locked L(h);
-        std::uint32_t st = L.state_of(index);
-        if (st == detail::kSlotFree || !same_process(sl.owner, self))
-          L.corrupt("this process's queued request in slot " + std::to_string(index) + " was taken away");
-        if (st == detail::kSlotHeld && !stopped) {
-          result = granted();  // granted just as the deadline passed: keep it
-        } else {
-          // A stopped request never keeps a grant; a grant it gives back
-          // unseen returns the dead-holder news it consumed.
-          if (st == detail::kSlotHeld) L.s().died_modes |= sl.died & ((1u << h.modes.size()) - 1);
-          L.free(index);
-          L.grant_head();
+    // A damaged segment signal in `till` ends the wait like a stop: the
+    // request leaves the queue (giving back a grant), then the error is thrown.
+    std::exception_ptr error;
+    if (!stopped && now < deadline) {
+      auto slice_end = now + std::min<steady_clock::duration>(deadline - now, detail::kWaitSlice);
+      detail::WaitEnd end = detail::WaitEnd::Till;
+      try {
+        end = detail::wait_any(
+            [&] { return sl.word.load(std::memory_order_acquire) != w || (stop != nullptr && stop->stop_requested()); },
+            [&](detail::WaitSet& ws) { ws.add(sl.word, w); }, till_node, slice_end);
+      } catch (...) {
+        error = std::current_exception();
+      }
+      if (!error && end == detail::WaitEnd::Done) continue;
+      if (!error && end == detail::WaitEnd::Timeout) {
+        if (sl.word.load(std::memory_order_acquire) != detail::kWordGranted) {
+          {
+            Locked L(h);
+            if (L.reclaim(0)) L.grant_head();
+            wake.swap(L.wake());
+          }
+          wake_all(h, wake);
+          wake.clear();
         }
-        wake.swap(L.wake());
+        continue;
       }
-      wake_all(h, wake);
-      return result;
+      // `till` is set (or broken): leave, like at a deadline.
     }
-    auto slice = std::min<steady_clock::duration>(deadline - now, detail::kWaitSlice);
-    if (platform::futex_wait(sl.word, w, slice) == platform::FutexResult::TimedOut &&
-        sl.word.load(std::memory_order_acquire) != detail::kWordGranted) {
-      // A slice without news: check that the holders and the waiters ahead
-      // are alive, and move the queue on if they are not.
-      {
-        Locked L(h);
-        if (L.reclaim(0)) L.grant_head();
-        wake.swap(L.wake());
+    on_stop.reset();
+    bool give_back = stopped || error != nullptr;
+    std::optional<Guard> result;
+    {
+      Locked L(h);
+      std::uint32_t st = L.state_of(index);
+      if (st == detail::kSlotFree || !same_process(sl.owner, self))
+        L.corrupt("this process's queued request in slot " + std::to_string(index) + " was taken away");
+      if (st == detail::kSlotHeld && !give_back) {
+        result = granted();  // granted just as the deadline passed or `till` fired: keep it
+      } else {
+        // A stopped request never keeps a grant; a grant it gives back
+        // unseen returns the dead-holder news it consumed.
+        if (st == detail::kSlotHeld) L.s().died_modes |= sl.died & ((1u << h.modes.size()) - 1);
+        L.free(index);
+        L.grant_head();
       }
-      wake_all(h, wake);
-      wake.clear();
+      wake.swap(L.wake());
     }
+    wake_all(h, wake);
+    if (error) std::rethrow_exception(error);
+    return result;
   }
 }
 

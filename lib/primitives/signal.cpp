@@ -4,14 +4,12 @@
 
 #include <unistd.h>
 
-#include <climits>
 #include <cstddef>
 #include <ctime>
 #include <new>
 
 #include <boost/json.hpp>
 
-#include "platform/futex.hpp"
 #include "platform/system_error.hpp"
 #include "primitives/condition.hpp"
 #include "primitives/kind.hpp"
@@ -89,7 +87,7 @@ class SegmentSignalNode final : public ConditionNode {
       auto now = std::chrono::system_clock::now().time_since_epoch();
       s_->fired_at_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count());
       s_->fired_pid.store(::getpid());
-      if ((old & one_shot::kSleeper) != 0) platform::futex_wake(s_->word, INT_MAX);
+      if ((old & one_shot::kSleeper) != 0) one_shot::wake(s_->word);
     }
     callbacks_.run_all();
   }
