@@ -7,7 +7,9 @@
 // supervisor process that sleeps in wait_while_equal until the count is
 // complete. Leaves the segment in place so `shmstate dump SEGMENT` can show it
 // (tools/demo.sh does, then removes it). Each part is a small function so later
-// examples (the atomos chat server) can be added beside it.
+// examples can be added beside it: the atomos chat server (an atom swapped by
+// several processes, watched by this one) and mo-threads' please_stop for a
+// tree of processes (segment signals, Till, ProcessExit).
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +26,7 @@
 #include <shmstate/atom.hpp>
 #include <shmstate/atomic.hpp>
 #include <shmstate/segment.hpp>
+#include <shmstate/signal.hpp>
 
 namespace {
 
@@ -240,6 +243,62 @@ int run_chat_demo(Segment& segment) {
   return ok ? 0 : 1;
 }
 
+// mo-threads' please_stop, for a tree of processes. The parent owns the
+// segment signal `please_stop`; each child i gets its own `child.i.please_stop`
+// and fires its own `child.i.stopped` on the way out. Children loop
+//   while (!please_stop) { work(); (please_stop | Till(1s)).wait(); }
+// When `please_stop` fires (here after 300 ms, or at once from a shell with
+// `shmstate signal SEG please_stop go`), the parent stops the children one by
+// one, last started first, waiting for `stopped | ProcessExit(child)` each
+// time: a child that dies instead of stopping does not hang the parent.
+constexpr int kStoppableChildren = 3;
+
+int stoppable_child(const std::string& segment_name, int i) {
+  Segment segment = Segment::open(segment_name);
+  auto please_stop = segment.open_signal("child." + std::to_string(i) + ".please_stop");
+  auto work = segment.open_atomic<std::int64_t>("work_done");
+  while (!please_stop) {
+    work.add_and_get(1);  // work()
+    (please_stop | shmstate::Till(1s)).wait();
+  }
+  segment.open_signal("child." + std::to_string(i) + ".stopped").go();
+  return 0;
+}
+
+int run_please_stop_demo(Segment& segment) {
+  std::printf(
+      "\nplease_stop for a process tree: %d children loop until their please_stop fires; the\n"
+      "parent stops them in order when its own 'please_stop' fires (here after 300 ms, or\n"
+      "from a shell: shmstate signal %s please_stop go).\n\n",
+      kStoppableChildren, segment.name().c_str());
+  auto please_stop = segment.signal("please_stop");
+  segment.atomic<std::int64_t>("work_done", 0);
+  std::vector<pid_t> pids;
+  for (int i = 0; i < kStoppableChildren; ++i) {
+    segment.signal("child." + std::to_string(i) + ".please_stop");
+    segment.signal("child." + std::to_string(i) + ".stopped");
+    std::string name = segment.name();
+    pids.push_back(spawn([name, i] { return stoppable_child(name, i); }));
+  }
+  if (!please_stop.wait(shmstate::Till(300ms))) please_stop.go();
+  bool ok = true;
+  for (int i = kStoppableChildren - 1; i >= 0; --i) {
+    std::string prefix = "child." + std::to_string(i);
+    shmstate::ProcessExit exited(pids[static_cast<std::size_t>(i)]);
+    segment.open_signal(prefix + ".please_stop").go();
+    auto stopped = segment.open_signal(prefix + ".stopped");
+    bool ended = (stopped | exited).wait_for(10s);
+    std::printf("  child %d (pid %d): %s\n", i, pids[static_cast<std::size_t>(i)],
+                !ended ? "did not stop within 10 s" : stopped.is_set() ? "stopped" : "ended without stopping");
+    ok = ok && ended && stopped.is_set();
+  }
+  ok = wait_all(pids) && ok;
+  std::printf("result: all children stopped in order (work done: %lld rounds)\n%s\n",
+              static_cast<long long>(segment.open_atomic<std::int64_t>("work_done").get()),
+              ok ? "OK" : "MISMATCH");
+  return ok ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -252,7 +311,8 @@ int main(int argc, char** argv) {
     int rc = run_counter_demo(name);
     Segment segment = Segment::open(name);
     int chat = run_chat_demo(segment);
-    return rc != 0 ? rc : chat;
+    int stop = run_please_stop_demo(segment);
+    return rc != 0 ? rc : chat != 0 ? chat : stop;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "shmstate-demo: %s\n", e.what());
     return 1;
