@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Usage: tools/fuzz.sh TARGET SECONDS [BUILD_DIR]
-#   TARGET: fuzz_segment, fuzz_snapshot or fuzz_store (tests/fuzz/).
+#   TARGET: fuzz_segment, fuzz_snapshot, fuzz_store or fuzz_cli (tests/fuzz/).
 # Runs one libFuzzer target for SECONDS over a fresh copy of its seed corpus
 # (tests/fuzz/corpus/TARGET, plus, for fuzz_segment, real segments made here
 # with the build's own CLI, so the seeds always have the current layout).
@@ -15,7 +15,7 @@ if [ $# -lt 2 ] || [ "$1" = -h ] || [ "$1" = --help ]; then
   [ $# -ge 2 ] && exit 0 || exit 2
 fi
 target=$1 seconds=$2 build=${3:-$ROOT/build-clang}
-case $target in fuzz_segment|fuzz_snapshot|fuzz_store) ;; *) echo "fuzz.sh: unknown target '$target'" >&2; exit 2;; esac
+case $target in fuzz_segment|fuzz_snapshot|fuzz_store|fuzz_cli) ;; *) echo "fuzz.sh: unknown target '$target'" >&2; exit 2;; esac
 bin="$build/tests/fuzz/$target"
 if [ ! -x "$bin" ]; then
   ninja -C "$build" "tests/fuzz/$target" "tools/shmstate" >/dev/null || {

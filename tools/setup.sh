@@ -17,7 +17,7 @@ BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 #        doctest through cmake; the CMake-consumer test builds with it too.
 # clang: tools/test.sh builds a clang variant (build-clang/).
 # libclang-rt-14-dev: libFuzzer and clang's sanitizer runtimes, for the fuzz targets
-#        (build-fuzz/); clang only recommends it, so a bare machine lacks it.
+#        (in build-clang/); clang only recommends it, so a bare machine lacks it.
 # jq:    the CLI tests run the README's `shmstate swap ... -- jq` example with the real filter.
 PACKAGES=(g++ clang libclang-rt-14-dev libboost1.81-dev libboost-json1.81-dev doctest-dev meson ninja-build cmake
           pkg-config python3 jq binutils)

@@ -6,7 +6,7 @@
 #   tools/test.sh                   everything
 #   tools/test.sh --suite unit      extra arguments go to `meson test` (main build only)
 #   SHMSTATE_SANITIZE=0 tools/test.sh   skip the sanitizer build
-#   SHMSTATE_CLANG=0 tools/test.sh      skip the clang build
+#   SHMSTATE_CLANG=0 tools/test.sh      skip the clang build (and with it the libFuzzer runs)
 #   SHMSTATE_FUZZ=0 tools/test.sh       skip the libFuzzer runs (SHMSTATE_FUZZ_SECONDS: per target, default 20)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
@@ -14,6 +14,23 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 status=0
 meson test -C "$BUILD_DIR" --print-errorlogs --num-processes 2 "$@" || status=$?
 logs=("$BUILD_DIR/meson-logs/testlog.json")
+
+# suite_targets DIR SUITE...: the executables DIR's tests of those suites run
+# (paths for ninja), plus the CLI, which the multiprocess tests call. Building
+# only these keeps the extra builds to what they run (no bench, torture, demo).
+suite_targets() {
+  local dir=$1
+  shift
+  meson introspect --tests "$dir" | python3 -c '
+import json, os, sys
+build, suites = os.path.realpath(sys.argv[1]), set(sys.argv[2:])
+out = {"tools/shmstate"}
+for t in json.load(sys.stdin):
+    exe = os.path.realpath(t["cmd"][0])
+    if suites & set(s.split(":")[-1] for s in t["suite"]) and exe.startswith(build + os.sep):
+        out.add(os.path.relpath(exe, build))
+print(" ".join(sorted(out)))' "$dir" "$@"
+}
 
 if [ "${SHMSTATE_SANITIZE:-1}" != 0 ] && [ $# -eq 0 ]; then
   SAN_DIR="$ROOT/build-sanitize"
@@ -24,55 +41,54 @@ if [ "${SHMSTATE_SANITIZE:-1}" != 0 ] && [ $# -eq 0 ]; then
     ensure_test_hooks "$SAN_DIR" true
   fi
   echo "== ASan+UBSan: unit and multiprocess suites"
-  setup_step "build ($SAN_DIR)" ninja -C "$SAN_DIR"
-  meson test -C "$SAN_DIR" --print-errorlogs --num-processes 2 --suite unit --suite multiprocess || status=$?
+  # shellcheck disable=SC2046
+  setup_step "build ($SAN_DIR)" ninja -C "$SAN_DIR" $(suite_targets "$SAN_DIR" unit multiprocess)
+  meson test -C "$SAN_DIR" --no-rebuild --print-errorlogs --num-processes 2 --suite unit --suite multiprocess || status=$?
   logs+=("$SAN_DIR/meson-logs/testlog.json")
 fi
 
-# clang (Debian 12's clang 14) must build everything warnings-clean; the unit
-# suite runs there too (the multiprocess suites already ran twice above). It
-# is the hook-free build (-Dtest_hooks=false, as installed): this proves the
-# library and every test compile without the test hooks; the tests that need
-# hooks are all in the multiprocess suite, which ran above with them.
+# clang (Debian 12's clang 14) must build everything warnings-clean: library,
+# tests, tools and the libFuzzer targets, in one build (one build, not two,
+# keeps CI under its 20 minutes). It is the hook-free build (-Dtest_hooks=false,
+# as installed): this proves the library and every test compile without the
+# test hooks (the tests that need hooks are all in the multiprocess suite,
+# which ran above with them). ASan+UBSan and libFuzzer's coverage
+# instrumentation are on, so its unit suite runs under the sanitizers too and
+# the fuzz targets run from the same build.
 if [ "${SHMSTATE_CLANG:-1}" != 0 ] && [ $# -eq 0 ]; then
   CLANG_DIR="$ROOT/build-clang"
+  if [ -f "$CLANG_DIR/build.ninja" ] &&
+     ! meson introspect --buildoptions "$CLANG_DIR" | grep -q '"name": "fuzz", "value": true'; then
+    rm -rf "$CLANG_DIR"  # made before the clang and fuzz builds were one
+  fi
   if [ ! -f "$CLANG_DIR/build.ninja" ]; then
-    setup_step "meson setup $CLANG_DIR (clang)" env CXX=clang++ meson setup "$CLANG_DIR" "$ROOT" -Dwerror=true \
-      -Dtest_hooks=false ${MESON_ARGS:-}
+    setup_step "meson setup $CLANG_DIR (clang, ASan+UBSan, libFuzzer)" env CXX=clang++ meson setup "$CLANG_DIR" "$ROOT" \
+      -Dwerror=true -Dtest_hooks=false -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false \
+      -Dcpp_args="-fsanitize=fuzzer-no-link -fno-sanitize-recover=all" ${MESON_ARGS:-}
   else
     ensure_test_hooks "$CLANG_DIR" false
   fi
   echo "== clang: build everything, run the unit suite"
   setup_step "build ($CLANG_DIR)" ninja -C "$CLANG_DIR"
-  meson test -C "$CLANG_DIR" --print-errorlogs --num-processes 2 --suite unit || status=$?
+  meson test -C "$CLANG_DIR" --no-rebuild --print-errorlogs --num-processes 2 --suite unit || status=$?
   logs+=("$CLANG_DIR/meson-logs/testlog.json")
+
+  if [ "${SHMSTATE_FUZZ:-1}" != 0 ]; then
+    echo "== fuzz: each target for ${SHMSTATE_FUZZ_SECONDS:-20} s"
+    for target in $(cd "$ROOT/tests/fuzz" && ls fuzz_*.cpp | sed 's/\.cpp$//'); do
+      if "$ROOT/tools/fuzz.sh" "$target" "${SHMSTATE_FUZZ_SECONDS:-20}" "$CLANG_DIR"; then
+        echo "fuzz $target: no crash"
+        fuzz_passed=$(( ${fuzz_passed:-0} + 1 ))
+      else
+        echo "fuzz $target: FOUND A CRASH (input saved in tests/fuzz/corpus/$target/)"
+        status=1
+        fuzz_failed=$(( ${fuzz_failed:-0} + 1 ))
+      fi
+    done
+  fi
 fi
 
 # The plain closing line CI reads: count results from meson's JSON logs.
-if [ "${SHMSTATE_FUZZ:-1}" != 0 ] && [ $# -eq 0 ]; then
-  # libFuzzer targets (tests/fuzz), each for a bounded time: clang, ASan+UBSan,
-  # coverage instrumentation over the library. Only the targets are built.
-  FUZZ_DIR="$ROOT/build-fuzz"
-  if [ ! -f "$FUZZ_DIR/build.ninja" ]; then
-    setup_step "meson setup $FUZZ_DIR (clang, libFuzzer)" env CXX=clang++ meson setup "$FUZZ_DIR" "$ROOT" \
-      -Dwerror=true -Dtest_hooks=true -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false \
-      -Dcpp_args="-fsanitize=fuzzer-no-link -fno-sanitize-recover=all"
-  fi
-  echo "== fuzz: each target for ${SHMSTATE_FUZZ_SECONDS:-20} s"
-  setup_step "build ($FUZZ_DIR fuzz targets)" ninja -C "$FUZZ_DIR" tests/fuzz/fuzz_segment tests/fuzz/fuzz_snapshot \
-    tests/fuzz/fuzz_store tools/shmstate
-  for target in fuzz_segment fuzz_snapshot fuzz_store; do
-    if "$ROOT/tools/fuzz.sh" "$target" "${SHMSTATE_FUZZ_SECONDS:-20}" "$FUZZ_DIR"; then
-      echo "fuzz $target: no crash"
-      fuzz_passed=$(( ${fuzz_passed:-0} + 1 ))
-    else
-      echo "fuzz $target: FOUND A CRASH (input saved in tests/fuzz/corpus/$target/)"
-      status=1
-      fuzz_failed=$(( ${fuzz_failed:-0} + 1 ))
-    fi
-  done
-fi
-
 python3 - "${logs[@]}" <<'PY'
 import json, sys
 passed = failed = skipped = 0
