@@ -517,6 +517,47 @@ TEST_CASE("damaged mutex bytes: writers get Corrupt (never hang or abort), info 
   CHECK(writer_child.exit_code_within(20s) == 10);
 }
 
+// A lock word naming a live process that does not map the segment (damage
+// that happens to name pid 1, or any unrelated process) is no holder: after
+// one slice of waiting, the writer reads the holder's /proc maps and says
+// Corrupt instead of waiting for ever. (A holder whose maps it cannot read,
+// another user's, is waited for: README, trust model.)
+TEST_CASE("a mutex word naming a live process that does not map the segment is Corrupt, not waited for") {
+  test::TempSegment t("foreignmutex");
+  Segment seg = Segment::create(t.name(), {.size = 256 * 1024});
+  seg.atom("a", boost::json::value(1));
+  test::Child stranger([] {
+    ::execl("/bin/sleep", "sleep", "30", static_cast<char*>(nullptr));
+    return 99;
+  });
+  REQUIRE(test::eventually([&] {  // exec'd: its maps no longer hold the parent's mapping
+    std::FILE* f = std::fopen(("/proc/" + std::to_string(stranger.pid()) + "/comm").c_str(), "re");
+    char comm[32] = {};
+    if (f != nullptr) {
+      (void)std::fgets(comm, sizeof comm, f);
+      std::fclose(f);
+    }
+    return std::string(comm) == "sleep\n";
+  }));
+  auto* state = reinterpret_cast<std::byte*>(seg.impl().base + seg.find("a")->offset);
+  auto* m = reinterpret_cast<pthread_mutex_t*>(state + 128);  // AtomState::writer
+  __atomic_store_n(reinterpret_cast<std::uint32_t*>(&m->__data.__lock), static_cast<std::uint32_t>(stranger.pid()),
+                   __ATOMIC_RELEASE);
+  test::Child writer_child([&] {
+    try {
+      Segment s = Segment::open(t.name());
+      s.open_atom("a").reset(boost::json::value(2));
+    } catch (const shmstate::Error& e) {
+      bool named = std::string(e.what()).find("does not map this segment") != std::string::npos;
+      return e.code() == shmstate::ErrorCode::Corrupt && named ? 10 : 20;
+    }
+    return 0;
+  });
+  CHECK(writer_child.exit_code_within(20s) == 10);
+  ::kill(stranger.pid(), SIGKILL);
+  (void)stranger.exit_code();
+}
+
 TEST_CASE("a live holder that holds the registry mutex for several lock slices is waited for") {
   test::TempSegment t("slowholder");
   Segment seg = Segment::create(t.name(), {.size = 64 * 1024});

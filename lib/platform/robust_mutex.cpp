@@ -2,6 +2,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <cstdio>
+#include <new>
+#include <optional>
 #include <ctime>
 #include <string>
 
@@ -46,6 +49,59 @@ constexpr auto kSlice = std::chrono::milliseconds(100);
 
 std::uint32_t lock_word(const pthread_mutex_t& m) noexcept {
   return __atomic_load_n(reinterpret_cast<const std::uint32_t*>(&m.__data.__lock), __ATOMIC_ACQUIRE);
+}
+
+// The device and inode of the file mapped at `addr` in this process (from
+// /proc/self/maps), or nullopt when it is not a file mapping.
+struct FileId {
+  unsigned long major = 0, minor = 0, inode = 0;
+  bool operator==(const FileId&) const = default;
+};
+
+// Calls f(start, end, id) for each file mapping of /proc/<pid>/maps; false
+// when the file cannot be read (another user's process, gone).
+template <class F>
+bool for_each_mapping(const std::string& pid, F f) {
+  std::FILE* maps = std::fopen(("/proc/" + pid + "/maps").c_str(), "re");
+  if (maps == nullptr) return false;
+  char line[4096];
+  while (std::fgets(line, sizeof line, maps) != nullptr) {
+    unsigned long start = 0, end = 0, offset = 0;
+    FileId id;
+    char perms[8];
+    if (std::sscanf(line, "%lx-%lx %7s %lx %lx:%lx %lu", &start, &end, perms, &offset, &id.major, &id.minor,
+                    &id.inode) == 7 &&
+        id.inode != 0 && f(start, end, id))
+      break;
+  }
+  bool ok = std::ferror(maps) == 0;
+  std::fclose(maps);
+  return ok;
+}
+
+// A holder that exists but does not map the file this mutex lives in cannot
+// hold it: the lock word is damage naming some unrelated thread (pid 1, say),
+// which would otherwise be waited for forever. Only said when both maps files
+// could be read; another user's holder (unreadable maps) is waited for.
+// Costs two reads of /proc, so it runs only after a whole slice of waiting.
+std::string foreign_holder(const void* mutex, std::uint32_t tid) {
+  const auto addr = reinterpret_cast<unsigned long>(mutex);
+  std::optional<FileId> mine;
+  if (!for_each_mapping("self", [&](unsigned long start, unsigned long end, const FileId& id) {
+        if (addr < start || addr >= end) return false;
+        mine = id;
+        return true;
+      }) ||
+      !mine)
+    return {};
+  bool maps_it = false;
+  if (!for_each_mapping(std::to_string(tid), [&](unsigned long, unsigned long, const FileId& id) {
+        maps_it = id == *mine;
+        return maps_it;
+      }))
+    return {};
+  if (maps_it) return {};
+  return "mutex is held by thread " + std::to_string(tid) + ", which does not map this segment";
 }
 
 }  // namespace
@@ -103,7 +159,17 @@ LockResult RobustMutex::lock_until(std::chrono::steady_clock::time_point deadlin
     int rc = pthread_mutex_clocklock(&m_, CLOCK_MONOTONIC, &ts);
     if (rc != ETIMEDOUT || slice_end >= deadline) return interpret(rc, what, "clocklock");
     // Timed out within the caller's deadline: a live holder is fine (wait on),
-    // a holder that does not exist is reported by check() at the loop's top.
+    // a holder that does not exist is reported by check() at the loop's top,
+    // one that exists but does not map this segment here.
+    std::uint32_t word = lock_word(m_);
+    if (std::uint32_t tid = word & kTidMask; tid != 0 && (word & kOwnerDiedBit) == 0) {
+      std::string p;
+      try {
+        p = foreign_holder(&m_, tid);
+      } catch (const std::bad_alloc&) {
+      }
+      if (!p.empty() && lock_word(m_) == word) throw Error(ErrorCode::Corrupt, std::string(what) + ": " + p);
+    }
   }
 }
 
