@@ -15,6 +15,7 @@
 #include <shmstate/testing.hpp>
 #endif
 
+#include "support/crash_at.hpp"
 #include "support/fifo_lock_helpers.hpp"
 #include "support/proc.hpp"
 
@@ -284,18 +285,7 @@ TEST_CASE("a release wakes a waiter in another process well inside one wait slic
 }
 
 #if SHMSTATE_TEST_HOOKS  // crash points need a build with -Dtest_hooks=true
-namespace {
-// Runs `body` in a child with crash point `point` armed; it must die there.
-template <class Body>
-void crash_at(const char* point, Body body) {
-  test::Child c([&] {
-    shmstate::testing::arm_crash_point(point);
-    body();
-    return 0;
-  });
-  REQUIRE(c.exit_code_within(10s) == shmstate::testing::kCrashExitCode);
-}
-}  // namespace
+using test::crash_at;
 
 TEST_CASE("crash points inside acquire, release and reclaim: survivors go on") {
   auto name = [](const Fixture& f) { return f.t.name(); };

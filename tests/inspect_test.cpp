@@ -117,9 +117,10 @@ TEST_CASE("the kind table: one descriptor per kind, in Kind order; names and cre
     if (d->create != nullptr) creatable.push_back(d->kind);
   CHECK(in::creatable_kinds() == creatable);
   CHECK(in::creatable_kinds() == std::vector<Kind>{Kind::Bool, Kind::Int64, Kind::Double, Kind::Atom, Kind::Reference,
-                                                     Kind::FifoLock, Kind::Signal});
+                                                     Kind::FifoLock, Kind::Monitor, Kind::Signal});
   CHECK(in::create_options(Kind::Int64).empty());
   CHECK(in::create_options(Kind::FifoLock).size() == 2);
+  CHECK(in::create_options(Kind::Monitor).size() == 1);
 }
 
 TEST_CASE("inspect messages: articles, numbers in shortest form, long values as a short one-line prefix") {
@@ -184,9 +185,14 @@ TEST_CASE("inspect messages: articles, numbers in shortest form, long values as 
   }
 
   SUBCASE("create: kinds without creation, options the kind does not take") {
-    auto e = error_of([&] { in::create(seg, Kind::Monitor, "s", nullptr); });
+    auto e = error_of([&] { in::create(seg, static_cast<Kind>(99), "s", nullptr); });
     CHECK(e.code() == ErrorCode::InvalidArgument);
-    CHECK(contains(e.what(), "a monitor cannot be created here (new works on bool, int64, double, atom, reference, fifo_lock and signal)"));
+    CHECK(contains(e.what(), "cannot be created here (new works on bool, int64, double, atom, reference, fifo_lock, monitor and signal)"));
+    e = error_of([&] { in::create(seg, Kind::Monitor, "s", nullptr, {{"waiters", "0"}}); });
+    CHECK(e.code() == ErrorCode::InvalidArgument);
+    CHECK(contains(e.what(), "monitor waiters must be 1..4095, not 0"));
+    e = error_of([&] { in::create(seg, Kind::Monitor, "s", nullptr, {{"waiters", "x"}}); });
+    CHECK(contains(e.what(), "--waiters takes a number, not 'x'"));
     e = error_of([&] { in::create(seg, Kind::Int64, "j", json::value(1), {{"modes", "rw"}}); });
     CHECK(e.code() == ErrorCode::InvalidArgument);
     CHECK(contains(e.what(), "an int64 takes no option --modes"));

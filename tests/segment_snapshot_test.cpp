@@ -222,7 +222,7 @@ TEST_CASE("damaged, truncated, newer and foreign snapshots are refused and creat
   CHECK(refused(with("\"version\":1,", "\"version\":2,")) == ErrorCode::LayoutMismatch);
   CHECK(refused("{\"something\":\"else\"}") == ErrorCode::LayoutMismatch);
   CHECK(refused(with("\"kind\":\"int64\"", "\"kind\":\"int128\"")) == ErrorCode::Corrupt);
-  CHECK(refused(with("\"kind\":\"bool\"", "\"kind\":\"monitor\"")) == ErrorCode::LayoutMismatch);  // cannot restore
+  CHECK(refused(with("\"kind\":\"bool\"", "\"kind\":\"monitor\"")) == ErrorCode::Corrupt);  // not {"waiters": N}
   // Each kind's own state checked: wrong types, a version out of range.
   CHECK(refused(with("\"state\":true", "\"state\":1")) == ErrorCode::Corrupt);
   CHECK(refused(with("\"state\":\"Infinity\"", "\"state\":\"Infinite\"")) == ErrorCode::Corrupt);

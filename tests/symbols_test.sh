@@ -50,6 +50,9 @@ shmstate::Atom::deref() const
 shmstate::AtomicReference::get() const
 shmstate::FifoLock::acquire()
 shmstate::LockModes::exclusive()
+shmstate::Monitor::wait_until(
+shmstate::Monitor::Guard::release()
+shmstate::Segment::monitor(
 shmstate::Store::open(
 shmstate::json_format()
 shmstate::error_code_name(

@@ -278,8 +278,11 @@ class SHMSTATE_API Segment {
   FifoLock open_fifo_lock(std::string_view name) const;
 
   // The Monitor named `name` (<shmstate/monitor.hpp>), created with room for
-  // `waiters` concurrent waiters (1..4096) if it does not exist.
+  // `waiters` threads in wait() at once (1..4095; its lock gets waiters + 1
+  // slots) if it does not exist; an existing one keeps its own capacity.
+  // Throws KindMismatch, SegmentFull, InvalidArgument, Corrupt.
   Monitor monitor(std::string_view name, std::uint32_t waiters = 64);
+  // The existing Monitor named `name`. Throws NotFound, KindMismatch, Corrupt.
   Monitor open_monitor(std::string_view name) const;
 
   // The Signal named `name` (<shmstate/signal.hpp>), created pending if it

@@ -8,6 +8,7 @@
 #include <shmstate/error.hpp>
 #include <shmstate/fifo_lock.hpp>
 #include <shmstate/inspect.hpp>
+#include <shmstate/monitor.hpp>
 #include <shmstate/segment.hpp>
 #include <shmstate/signal.hpp>
 #include <shmstate/store.hpp>

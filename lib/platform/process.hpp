@@ -4,8 +4,10 @@
 // "alive" for zombies and for whoever got the pid next.
 #pragma once
 
-#include <cstdint>
 #include <sys/types.h>
+
+#include <cstdint>
+#include <vector>
 
 namespace shmstate::platform {
 
@@ -26,6 +28,31 @@ ProcessIdentity self_identity() noexcept;
 // Unknown: pid <= 0, or /proc unreadable for another reason.
 // Only meaningful in the PID namespace the identity was taken in.
 Liveness liveness(const ProcessIdentity& id) noexcept;
+
+inline bool same_process(const ProcessIdentity& a, const ProcessIdentity& b) noexcept {
+  return a.pid == b.pid && a.start_time == b.start_time;
+}
+
+// For one scan over slots owned by processes: each distinct process's
+// liveness is read from /proc once. Unknown counts as alive (never reclaim
+// what we cannot prove dead).
+class DeathCache {
+ public:
+  bool dead(const ProcessIdentity& id) noexcept {
+    for (const auto& s : seen_)
+      if (same_process(s.id, id)) return s.dead;
+    bool d = liveness(id) == Liveness::Dead;
+    seen_.push_back({id, d});
+    return d;
+  }
+
+ private:
+  struct Seen {
+    ProcessIdentity id;
+    bool dead;
+  };
+  std::vector<Seen> seen_;
+};
 
 // Inode of /proc/self/ns/pid (0 if unreadable): equal values mean the same
 // PID namespace, where pids from the segment mean the same processes.

@@ -218,9 +218,7 @@ LockModes stored_modes(const FifoLockState& s, const std::string& where) {
 
 namespace {
 
-bool same_process(const platform::ProcessIdentity& a, const platform::ProcessIdentity& b) noexcept {
-  return a.pid == b.pid && a.start_time == b.start_time;
-}
+using platform::same_process;
 
 // The lock's critical sections. Everything here runs with the robust mutex
 // held; `wake` collects the slots granted, woken after the mutex is released
@@ -324,11 +322,7 @@ class Locked {
   bool reclaim(std::int64_t min_age_ns) {
     auto self = platform::self_identity();
     std::int64_t now = detail::steady_ns();
-    struct Seen {
-      platform::ProcessIdentity id;
-      bool dead;
-    };
-    std::vector<Seen> seen;
+    platform::DeathCache deaths;
     bool freed = false;
     for (std::uint32_t i = 0; i < s_.slot_count; ++i) {
       std::uint32_t st = state_of(i);
@@ -336,15 +330,7 @@ class Locked {
       auto& sl = slots_[i];
       if (same_process(sl.owner, self)) continue;
       if (min_age_ns != 0 && now - sl.since_ns < min_age_ns) continue;
-      bool dead = false;
-      auto it = std::find_if(seen.begin(), seen.end(), [&](const Seen& x) { return same_process(x.id, sl.owner); });
-      if (it != seen.end()) {
-        dead = it->dead;
-      } else {
-        dead = platform::liveness(sl.owner) == platform::Liveness::Dead;
-        seen.push_back({sl.owner, dead});
-      }
-      if (!dead) continue;
+      if (!deaths.dead(sl.owner)) continue;
       if (st == detail::kSlotHeld) s_.died_modes |= 1u << sl.mode;
       free(i);
       freed = true;
@@ -753,8 +739,6 @@ FifoLock FifoLockAccess::open(SegmentImpl& impl, const ObjectSlot& slot, std::st
   return FifoLock(fifo_lock_handle(s, slot.info.size, impl.name, name));
 }
 
-// ---- the kind descriptor (kind.hpp) ----
-
 namespace {
 
 template <class T>
@@ -764,82 +748,48 @@ T peek(const T& field) noexcept {
   return std::atomic_ref<T>(const_cast<T&>(field)).load(std::memory_order_relaxed);
 }
 
-// What dump shows of one slot.
-struct SlotView {
-  platform::ProcessIdentity owner;
-  platform::Liveness alive;
-  std::string mode;
-  std::uint64_t token;   // holders
-  std::uint64_t ticket;  // waiters: queue order
-  double seconds;        // held for / waiting for
-};
+}  // namespace
 
-struct LockView {
-  std::shared_ptr<FifoLockHandle> h;
-  std::uint64_t next_token = 0;
-  std::vector<SlotView> holders, waiters;
-};
+// ---- what dump shows (also of the lock inside a Monitor) ----
 
-LockView view_of(const Segment& seg, const ObjectInfo& o) {
-  LockView v;
-  v.h = FifoLockAccess::handle(seg.open_fifo_lock(o.name));
-  auto* st = v.h->s;
+FifoLockView fifo_lock_view(const FifoLockHandle& h) {
+  FifoLockView v;
+  auto* st = h.s;
   v.next_token = peek(st->next_token) + 1;
   auto* sl = fifo_slots(st);
   std::int64_t now = steady_ns();
   for (std::uint32_t i = 0; i < st->slot_count; ++i) {
     std::uint32_t state = sl[i].state.load(std::memory_order_acquire);
     if (state != kSlotWaiting && state != kSlotHeld) continue;
-    SlotView x;
+    FifoSlotView x;
     x.owner.pid = peek(sl[i].owner.pid);
     x.owner.reserved = 0;
     x.owner.start_time = peek(sl[i].owner.start_time);
     x.alive = platform::liveness(x.owner);
     std::uint32_t m = peek(sl[i].mode);
-    x.mode = m < v.h->modes.size() ? v.h->modes.modes()[m].name : "?" + std::to_string(m);
+    x.mode = m < h.modes.size() ? h.modes.modes()[m].name : "?" + std::to_string(m);
     x.token = peek(sl[i].token);
     x.ticket = peek(sl[i].ticket);
     x.seconds = static_cast<double>(std::max<std::int64_t>(0, now - peek(sl[i].since_ns))) / 1e9;
     (state == kSlotHeld ? v.holders : v.waiters).push_back(std::move(x));
   }
-  std::sort(v.holders.begin(), v.holders.end(), [](const SlotView& a, const SlotView& b) { return a.token < b.token; });
+  std::sort(v.holders.begin(), v.holders.end(),
+            [](const FifoSlotView& a, const FifoSlotView& b) { return a.token < b.token; });
   std::sort(v.waiters.begin(), v.waiters.end(),
-            [](const SlotView& a, const SlotView& b) { return a.ticket < b.ticket; });
+            [](const FifoSlotView& a, const FifoSlotView& b) { return a.ticket < b.ticket; });
   return v;
 }
 
-const char* alive_text(platform::Liveness l) {
+const char* liveness_text(platform::Liveness l) noexcept {
   return l == platform::Liveness::Alive ? "alive" : l == platform::Liveness::Dead ? "dead" : "unknown";
 }
 
-json::value alive_json(platform::Liveness l) {
+boost::json::value liveness_json(platform::Liveness l) {
   if (l == platform::Liveness::Unknown) return nullptr;
   return l == platform::Liveness::Alive;
 }
 
-// Milliseconds, rounded: dump's "held for" and "waiting for".
-double rounded(double seconds) { return std::round(seconds * 1000.0) / 1000.0; }
-
-json::object fifo_lock_state(const Segment& seg, const ObjectInfo& o) {
-  auto v = view_of(seg, o);
-  json::object out;
-  out["modes"] = v.h->modes.to_json().as_object()["modes"];
-  out["slots"] = v.h->s->slot_count;
-  out["next_token"] = v.next_token;
-  json::array holders, waiters;
-  for (const auto& x : v.holders)
-    holders.push_back(json::object{{"pid", x.owner.pid},
-                                   {"alive", alive_json(x.alive)},
-                                   {"mode", x.mode},
-                                   {"token", x.token},
-                                   {"held_for", rounded(x.seconds)}});
-  for (const auto& x : v.waiters)
-    waiters.push_back(json::object{
-        {"pid", x.owner.pid}, {"alive", alive_json(x.alive)}, {"mode", x.mode}, {"waiting_for", rounded(x.seconds)}});
-  out["holders"] = std::move(holders);
-  out["waiters"] = std::move(waiters);
-  return out;
-}
+double rounded_seconds(double seconds) noexcept { return std::round(seconds * 1000.0) / 1000.0; }
 
 std::string seconds_text(double s) {
   char buf[32];
@@ -847,17 +797,46 @@ std::string seconds_text(double s) {
   return buf;
 }
 
+// ---- the kind descriptor (kind.hpp) ----
+
+namespace {
+
+json::object fifo_lock_state(const Segment& seg, const ObjectInfo& o) {
+  auto h = FifoLockAccess::handle(seg.open_fifo_lock(o.name));
+  auto v = fifo_lock_view(*h);
+  json::object out;
+  out["modes"] = h->modes.to_json().as_object()["modes"];
+  out["slots"] = h->s->slot_count;
+  out["next_token"] = v.next_token;
+  json::array holders, waiters;
+  for (const auto& x : v.holders)
+    holders.push_back(json::object{{"pid", x.owner.pid},
+                                   {"alive", liveness_json(x.alive)},
+                                   {"mode", x.mode},
+                                   {"token", x.token},
+                                   {"held_for", rounded_seconds(x.seconds)}});
+  for (const auto& x : v.waiters)
+    waiters.push_back(json::object{{"pid", x.owner.pid},
+                                   {"alive", liveness_json(x.alive)},
+                                   {"mode", x.mode},
+                                   {"waiting_for", rounded_seconds(x.seconds)}});
+  out["holders"] = std::move(holders);
+  out["waiters"] = std::move(waiters);
+  return out;
+}
+
 std::string fifo_lock_text(const Segment& seg, const ObjectInfo& o, std::size_t width) {
-  auto v = view_of(seg, o);
+  auto h = FifoLockAccess::handle(seg.open_fifo_lock(o.name));
+  auto v = fifo_lock_view(*h);
   std::string first = v.holders.empty() ? "free" : std::to_string(v.holders.size()) + " held";
   first += ", " + std::to_string(v.waiters.size()) + " waiting, next token " + std::to_string(v.next_token) +
-           "; modes " + v.h->modes.to_string();
+           "; modes " + h->modes.to_string();
   std::string out = inspect::excerpt(first, width);
   for (const auto& x : v.holders)
-    out += "\nholder pid " + std::to_string(x.owner.pid) + " (" + alive_text(x.alive) + ") " + x.mode + " token " +
-           std::to_string(x.token) + " held for " + seconds_text(x.seconds);
+    out += "\nholder pid " + std::to_string(x.owner.pid) + " (" + liveness_text(x.alive) + ") " + x.mode +
+           " token " + std::to_string(x.token) + " held for " + seconds_text(x.seconds);
   for (const auto& x : v.waiters)
-    out += "\nwaiter pid " + std::to_string(x.owner.pid) + " (" + alive_text(x.alive) + ") " + x.mode +
+    out += "\nwaiter pid " + std::to_string(x.owner.pid) + " (" + liveness_text(x.alive) + ") " + x.mode +
            " waiting for " + seconds_text(x.seconds);
   return out;
 }

@@ -26,12 +26,17 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <shmstate/detail/object_header.hpp>
 #include <shmstate/fifo_lock.hpp>
 
 #include "platform/process.hpp"
 #include "platform/robust_mutex.hpp"
+
+namespace boost::json {
+class value;
+}
 
 namespace shmstate::detail {
 
@@ -137,5 +142,30 @@ std::int32_t current_tid() noexcept;
 
 // Steady-clock nanoseconds (CLOCK_MONOTONIC: the same clock in every process).
 std::int64_t steady_ns() noexcept;
+
+// What dump shows of a lock's state, read without its mutex (dump must not
+// wait on a stuck holder): each field is read once, atomically; fields may be
+// from different instants. Also used for the lock inside a Monitor.
+struct FifoSlotView {
+  platform::ProcessIdentity owner;
+  platform::Liveness alive;
+  std::string mode;
+  std::uint64_t token;   // holders
+  std::uint64_t ticket;  // waiters: queue order
+  double seconds;        // held for / waiting for
+};
+struct FifoLockView {
+  std::uint64_t next_token = 0;
+  std::vector<FifoSlotView> holders;  // in token order
+  std::vector<FifoSlotView> waiters;  // in queue order
+};
+FifoLockView fifo_lock_view(const FifoLockHandle& h);
+
+// dump's words for liveness ("alive", "dead", "unknown"; JSON true, false, null)
+// and durations ("1.250s"; JSON seconds rounded to milliseconds).
+const char* liveness_text(platform::Liveness l) noexcept;
+boost::json::value liveness_json(platform::Liveness l);
+std::string seconds_text(double seconds);
+double rounded_seconds(double seconds) noexcept;
 
 }  // namespace shmstate::detail

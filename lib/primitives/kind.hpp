@@ -7,7 +7,7 @@
 //
 // How to add a kind
 //   1. Its Kind value in include/shmstate/segment.hpp (stored in segments:
-//      never renumber). FifoLock, Monitor and Signal already have theirs.
+//      never renumber).
 //   2. In the primitive's file, a function returning its descriptor:
 //        const KindDescriptor& fifo_lock_kind() {
 //          static constexpr KindDescriptor d{.kind = Kind::FifoLock, .name = "fifo_lock",
@@ -17,9 +17,7 @@
 //      Fill the operations the kind has; leave the others null. A null
 //      operation is the kind lacking it: inspect reports KindMismatch for it,
 //      once, in require_operation() ("... a fifo_lock has no value to set").
-//   3. In lib/primitives/kinds.cpp, its declaration and one line in the table
-//      (FifoLock, Monitor and Signal have name-only placeholder lines there
-//      now: replace the placeholder).
+//   3. In lib/primitives/kinds.cpp, its declaration and one line in the table.
 //   `shmstate new KIND` (and its --help), get, dump and snapshots then know it.
 //
 // Every operation receives the ObjectInfo of a registry entry that has this

@@ -13,13 +13,8 @@ const KindDescriptor& double_kind();
 const KindDescriptor& atom_kind();
 const KindDescriptor& reference_kind();
 const KindDescriptor& fifo_lock_kind();
+const KindDescriptor& monitor_kind();
 const KindDescriptor& signal_kind();
-
-namespace {
-// Placeholders until these kinds land: their names only (so kind_name() and
-// the registry's validation know them), no operations.
-constexpr KindDescriptor kMonitorName{.kind = Kind::Monitor, .name = "monitor"};
-}  // namespace
 
 std::span<const KindDescriptor* const> kinds() noexcept {
   // In Kind order: one line per kind.
@@ -30,7 +25,7 @@ std::span<const KindDescriptor* const> kinds() noexcept {
       &atom_kind(),
       &reference_kind(),
       &fifo_lock_kind(),
-      &kMonitorName,
+      &monitor_kind(),
       &signal_kind(),
   };
   return table;
