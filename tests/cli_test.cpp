@@ -18,6 +18,8 @@
 
 #include <shmstate/atom.hpp>
 #include <shmstate/atomic.hpp>
+#include <shmstate/fifo_lock.hpp>
+#include <shmstate/monitor.hpp>
 #include <shmstate/segment.hpp>
 #include <shmstate/signal.hpp>
 #include <shmstate/version.hpp>
@@ -94,8 +96,8 @@ struct ForeignFile {
   ~ForeignFile() { ::unlink(shm_path(name).c_str()); }
 };
 
-const std::vector<std::string> kCommands = {"list", "dump", "create", "rm",   "new",
-                                           "get",  "set",  "add",    "store", "signal"};
+const std::vector<std::string> kCommands = {"list", "dump", "create", "rm",    "new",
+                                           "get",  "set",  "add",    "store", "signal", "lock"};
 
 std::vector<std::string> json_keys(const json::object& o) {
   std::vector<std::string> keys;
@@ -1191,6 +1193,132 @@ TEST_CASE("signal: new, status, wait --timeout (exit 4), go from the CLI wakes a
   CHECK_EXIT(shm({"signal", s, "n", "go"}), 1);
   r = shm({"signal", "--help"});
   CHECK(contains(r.out, "4  timed out"));
+}
+
+// Issue 8: `shmstate lock`, flock(1)'s conventions on a fifo_lock or monitor.
+TEST_CASE("lock: two lock commands serialise CMD, on a fifo_lock and on a monitor") {
+  test::TempSegment seg("cli-lock");
+  test::TempDir dir;
+  auto segment = shmstate::Segment::create(seg.name());
+  segment.fifo_lock("l", shmstate::LockModes::exclusive());
+  segment.monitor("m");
+  for (std::string name : {"l", "m"}) {
+    CAPTURE(name);
+    const std::string log = dir.file("log-" + name);
+    // Each CMD writes "start", sleeps, writes "end": held in turn, the lines pair up.
+    const std::string body = "echo start >> " + log + "; sleep 0.2; echo end >> " + log;
+    std::vector<test::Child> runs;
+    for (int i = 0; i < 2; ++i)
+      runs.emplace_back([&] {
+        auto r = test::run({cli_path(), "lock", seg.name(), name, "--", "sh", "-c", body});
+        return r.exited() && r.status == 0 ? 0 : 1;
+      });
+    for (auto& c : runs) CHECK(c.exit_code_within(std::chrono::seconds(20)) == 0);
+    CHECK(test::read_file(log).value_or("") == "start\nend\nstart\nend\n");
+  }
+}
+
+TEST_CASE("lock: -n and -w give up with the conflict status (4, or -E N); CMD does not run") {
+  test::TempSegment seg("cli-lock-n");
+  auto segment = shmstate::Segment::create(seg.name());
+  auto lock = segment.fifo_lock("l", shmstate::LockModes::exclusive());
+  auto monitor = segment.monitor("m");
+  auto held = lock.acquire();
+  auto mheld = monitor.lock();
+  for (std::string name : {"l", "m"}) {
+    CAPTURE(name);
+    auto start = std::chrono::steady_clock::now();
+    auto r = shm({"lock", seg.name(), name, "-n", "--", "echo", "ran"});
+    CHECK_EXIT(r, 4);
+    CHECK(contains(r.err, "object '" + name + "': lock not obtained"));
+    CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
+    r = shm({"lock", seg.name(), name, "--nonblock", "-E", "7", "--", "echo", "ran"});
+    CHECK_EXIT(r, 7);
+    start = std::chrono::steady_clock::now();
+    r = shm({"lock", seg.name(), name, "-w", "0.2", "--", "echo", "ran"});
+    CHECK_EXIT(r, 4);
+    CHECK(std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(200));
+    r = shm({"lock", seg.name(), name, "--timeout=0.05", "--conflict-exit-code=0", "--", "echo", "ran"});
+    CHECK(r.status == 0);
+    CHECK(r.out.empty());
+  }
+  held.release();
+  mheld.release();
+  auto r = shm({"lock", seg.name(), "l", "-n", "--", "echo", "ran"});
+  CHECK_EXIT(r, 0);
+  CHECK(r.out == "ran\n");
+}
+
+TEST_CASE("lock: CMD's status is passed through; CMD gets the token; usage and kind errors") {
+  test::TempSegment seg("cli-lock-st");
+  auto segment = shmstate::Segment::create(seg.name());
+  segment.fifo_lock("l", shmstate::LockModes::exclusive());
+  segment.fifo_lock("rw", shmstate::LockModes::read_write());
+  segment.monitor("m");
+  segment.atomic<std::int64_t>("n", 0);
+  const std::string s = seg.name();
+  CHECK(shm({"lock", s, "l", "--", "sh", "-c", "exit 7"}).status == 7);
+  CHECK(shm({"lock", s, "m", "--", "sh", "-c", "exit 9"}).status == 9);
+  CHECK(shm({"lock", s, "l", "--", "sh", "-c", "kill -TERM $$"}).status == 128 + SIGTERM);
+  auto r = shm({"lock", s, "l", "--", "no-such-command-shmstate"});
+  CHECK(r.status == 127);
+  CHECK(contains(r.err, "cannot run 'no-such-command-shmstate'"));
+  r = shm({"lock", s, "l", "--", "sh", "-c", "echo $SHMSTATE_LOCK_TOKEN $SHMSTATE_LOCK_PREVIOUS_HOLDER_DIED"});
+  CHECK_EXIT(r, 0);
+  auto t1 = r.out;
+  r = shm({"lock", s, "l", "--", "sh", "-c", "echo $SHMSTATE_LOCK_TOKEN $SHMSTATE_LOCK_PREVIOUS_HOLDER_DIED"});
+  CHECK(std::stoull(r.out) > std::stoull(t1));  // fencing tokens increase
+  CHECK(contains(r.out, " 0\n"));
+  r = shm({"lock", s, "rw", "--mode", "read", "--", "true"});
+  CHECK_EXIT(r, 0);
+  CHECK_EXIT(shm({"lock", s, "rw", "--", "true"}), 2);  // two modes: name one
+  CHECK_EXIT(shm({"lock", s, "rw", "--mode", "nope", "--", "true"}), 1);
+  CHECK_EXIT(shm({"lock", s, "m", "--mode", "exclusive", "--", "true"}), 2);
+  CHECK_EXIT(shm({"lock", s, "l"}), 2);                                  // no CMD
+  CHECK_EXIT(shm({"lock", s, "l", "-n", "-w", "1", "--", "true"}), 2);   // exclusive options
+  CHECK_EXIT(shm({"lock", s, "l", "-w", "soon", "--", "true"}), 2);
+  CHECK_EXIT(shm({"lock", s, "l", "-E", "300", "--", "true"}), 2);
+  CHECK_EXIT(shm({"lock", s, "nope", "--", "true"}), 3);
+  r = shm({"lock", s, "n", "--", "true"});
+  CHECK_EXIT(r, 1);
+  CHECK(contains(r.err, "int64 is not a lock (lock works on fifo_lock and monitor)"));
+}
+
+TEST_CASE("lock: killing the CLI releases the lock; the next holder is told") {
+  test::TempSegment seg("cli-lock-kill");
+  test::TempDir dir;
+  auto segment = shmstate::Segment::create(seg.name());
+  auto lock = segment.fifo_lock("l", shmstate::LockModes::exclusive());
+  auto monitor = segment.monitor("m");
+  for (std::string name : {"l", "m"}) {
+    CAPTURE(name);
+    const std::string pidfile = dir.file("pid-" + name);
+    test::Child cli([&] {
+      std::string c = cli_path();
+      ::execl(c.c_str(), c.c_str(), "lock", seg.c_str(), name.c_str(), "--", "sh", "-c",
+              ("echo $$ > " + pidfile + "; exec sleep 30").c_str(), nullptr);
+      return 98;
+    });
+    REQUIRE(test::eventually([&] { return test::read_file(pidfile).value_or("").find('\n') != std::string::npos; }));
+    bool died = false;
+    if (name == "l") {
+      CHECK_FALSE(lock.try_acquire().has_value());
+      cli.kill();
+      cli.wait();
+      auto g = lock.acquire_for(std::chrono::seconds(3));
+      REQUIRE(g.has_value());
+      died = g->previous_holder_died();
+    } else {
+      CHECK_FALSE(monitor.try_lock().has_value());
+      cli.kill();
+      cli.wait();
+      auto g = monitor.lock_for(std::chrono::seconds(3));
+      REQUIRE(g.has_value());
+      died = g->previous_holder_died();
+    }
+    CHECK(died);
+    ::kill(std::stoi(*test::read_file(pidfile)), SIGKILL);  // CMD itself is not ours to keep
+  }
 }
 
 }  // TEST_SUITE("cli")

@@ -28,7 +28,9 @@
 
 #include <boost/json/value.hpp>
 
+#include <shmstate/fifo_lock.hpp>
 #include <shmstate/inspect.hpp>
+#include <shmstate/monitor.hpp>
 #include <shmstate/segment.hpp>
 #include <shmstate/signal.hpp>
 #include <shmstate/store.hpp>
@@ -39,6 +41,8 @@ namespace {
 namespace inspect = shmstate::inspect;
 
 enum Exit : int { kOk = 0, kError = 1, kUsage = 2, kNotFound = 3, kTimedOut = 4 };
+// `lock` without the lock (-n, -w) exits like a timed-out `signal wait` (unless -E).
+constexpr int kNotLocked = kTimedOut;
 
 std::string kinds_text() {
   std::string s;
@@ -575,6 +579,121 @@ int cmd_signal(const Args& a) {
   if (o.at("when").is_string()) line += " at " + std::string(o.at("when").as_string());
   print_line(line);
   return kOk;
+}
+
+// lock SEG NAME [--mode MODE] [-w|--timeout SECONDS] [-n|--nonblock]
+//      [-E|--conflict-exit-code N] -- CMD [ARGS...]
+//
+// flock(1)'s conventions. This process takes the lock, runs CMD, waits for it
+// and releases; it is the holder, so if it is killed the lock goes to the
+// next process as any dead holder's does (that one is told). Exits with CMD's
+// status (128+N if a signal N killed it; 127 if CMD was not found, 126 if it
+// could not be run), or the conflict status if the lock was not obtained.
+int cmd_lock(const Args& a) {
+  const std::string& seg = a.positional[0];
+  const std::string& name = a.positional[1];
+  if (a.positional.size() == 2) throw UsageError{"the command to run is missing (after --)", a.command};
+  std::vector<std::string> cmd(a.positional.begin() + 2, a.positional.end());
+  auto timeout_text = a.option("--timeout");
+  if (auto w = a.option("-w")) timeout_text = w;
+  bool nonblock = a.flag("--nonblock") || a.flag("-n");
+  if (nonblock && timeout_text) throw UsageError{"-n and -w exclude each other", a.command};
+  std::optional<std::chrono::nanoseconds> timeout;
+  if (timeout_text) {
+    double seconds = -1;
+    auto [end, ec] = std::from_chars(timeout_text->data(), timeout_text->data() + timeout_text->size(), seconds);
+    if (ec != std::errc() || end != timeout_text->data() + timeout_text->size() || !(seconds >= 0) ||
+        seconds > 86400.0 * 365 * 100)
+      throw UsageError{"bad value " + quoted(*timeout_text) + " for --timeout: a number of seconds >= 0", a.command};
+    timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(seconds));
+  }
+  int conflict = kNotLocked;
+  auto conflict_text = a.option("--conflict-exit-code");
+  if (auto e = a.option("-E")) conflict_text = e;
+  if (conflict_text) conflict = parse_number<int>(a, "--conflict-exit-code", *conflict_text, 10);
+  if (conflict < 0 || conflict > 255) throw UsageError{"--conflict-exit-code takes 0..255", a.command};
+  auto mode = a.option("--mode");
+
+  auto segment = shmstate::Segment::open(seg);
+  auto info = segment.find(name);
+  if (!info)
+    throw shmstate::Error(shmstate::ErrorCode::NotFound,
+                          "segment " + quoted(seg) + ", object " + quoted(name) + ": no such object");
+  // One of the two holds while CMD runs.
+  std::optional<shmstate::FifoLock::Guard> lock_hold;
+  std::optional<shmstate::Monitor::Guard> monitor_hold;
+  bool died = false;
+  std::string token;
+  if (info->kind == shmstate::Kind::FifoLock) {
+    auto lock = segment.open_fifo_lock(name);
+    std::size_t m = mode ? lock.mode(*mode).index() : 0;
+    if (!mode && lock.modes().size() != 1)
+      throw UsageError{"the lock has modes " + lock.modes().to_string() + ": name one with --mode", a.command};
+    auto selected = lock.modes().modes()[m].name;
+    if (nonblock) {
+      lock_hold = lock.try_acquire(selected);
+    } else if (timeout) {
+      lock_hold = lock.acquire_for(selected, *timeout);
+    } else {
+      lock_hold.emplace(lock.acquire(selected));
+    }
+    if (lock_hold) {
+      died = lock_hold->previous_holder_died();
+      token = std::to_string(lock_hold->token());
+    }
+  } else if (info->kind == shmstate::Kind::Monitor) {
+    if (mode) throw UsageError{"a monitor has no modes: drop --mode", a.command};
+    auto monitor = segment.open_monitor(name);
+    if (nonblock) {
+      monitor_hold = monitor.try_lock();
+    } else if (timeout) {
+      monitor_hold = monitor.lock_for(*timeout);
+    } else {
+      monitor_hold.emplace(monitor.lock());
+    }
+    if (monitor_hold) died = monitor_hold->previous_holder_died();
+  } else {
+    throw shmstate::Error(shmstate::ErrorCode::KindMismatch, "segment " + quoted(seg) + ", object " + quoted(name) +
+                                                                 ": " + std::string(shmstate::kind_name(info->kind)) +
+                                                                 " is not a lock (lock works on fifo_lock and monitor)");
+  }
+  if (!lock_hold && !monitor_hold) {
+    std::fprintf(stderr, "shmstate: segment %s, object %s: lock not obtained%s\n", quoted(seg).c_str(),
+                 quoted(name).c_str(), nonblock ? " (held or queued for by others)" : " within the timeout");
+    return conflict;
+  }
+  if (died)
+    std::fprintf(stderr, "shmstate: segment %s, object %s: note: the previous holder died holding the lock\n",
+                 quoted(seg).c_str(), quoted(name).c_str());
+
+  // CMD gets the token and the news in its environment.
+  std::vector<std::string> env_strings;
+  for (char** e = ::environ; *e != nullptr; ++e) {
+    std::string_view v = *e;
+    if (!v.starts_with("SHMSTATE_LOCK_TOKEN=") && !v.starts_with("SHMSTATE_LOCK_PREVIOUS_HOLDER_DIED="))
+      env_strings.emplace_back(v);
+  }
+  if (!token.empty()) env_strings.push_back("SHMSTATE_LOCK_TOKEN=" + token);
+  env_strings.push_back(std::string("SHMSTATE_LOCK_PREVIOUS_HOLDER_DIED=") + (died ? "1" : "0"));
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<char*> args;
+  for (auto& c : cmd) args.push_back(c.data());
+  args.push_back(nullptr);
+  pid_t pid = -1;
+  int rc = ::posix_spawnp(&pid, args[0], nullptr, nullptr, args.data(), envp.data());
+  if (rc != 0) {
+    std::fprintf(stderr, "shmstate: cannot run %s: %s\n", quoted(cmd[0]).c_str(), std::strerror(rc));
+    return rc == ENOENT ? 127 : 126;
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  // The guards release here, after CMD has ended.
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return kError;
 }
 
 int usage_error(const UsageError& e) {
