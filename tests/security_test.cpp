@@ -18,6 +18,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -28,6 +29,8 @@
 #include <shmstate/atomic.hpp>
 #include <shmstate/error.hpp>
 #include <shmstate/fifo_lock.hpp>
+#include <shmstate/inspect.hpp>
+#include <shmstate/monitor.hpp>
 #include <shmstate/segment.hpp>
 #include <shmstate/signal.hpp>
 
@@ -82,6 +85,12 @@ TEST_CASE("another user can neither open, read through the CLI, nor remove a 060
     } catch (const shmstate::Error& e) {
       if (e.code() != ErrorCode::PermissionDenied) return 4;
     }
+    try {
+      Segment::open(t.name(), Segment::Access::ReadOnly);
+      return 8;  // read access where the mode gives none
+    } catch (const shmstate::Error& e) {
+      if (e.code() != ErrorCode::PermissionDenied) return 9;
+    }
     for (const char* cmd : {"get", "dump"}) {
       std::vector<std::string> args = {cmd, t.name()};
       if (std::string(cmd) == "get") args.push_back("secret");
@@ -134,6 +143,83 @@ TEST_CASE("a segment with a group mode is usable by that group and by nobody els
 }
 
 namespace {
+
+// The objects every read-only case inspects (created by fill_read_only).
+void fill_read_only(Segment& seg) {
+  seg.atomic<std::int64_t>("n", 42);
+  seg.atomic<bool>("b", false);
+  seg.atomic<double>("d", 1.5);
+  seg.atom("a", boost::json::parse(R"({"k":[1,2]})"));
+  seg.atomic_reference("r", "x");
+  seg.fifo_lock("l", shmstate::LockModes::exclusive());
+  seg.monitor("m", 4);
+  seg.signal("s");
+}
+
+// True if f() throws Error(PermissionDenied) naming `object` and saying why.
+template <class F>
+bool denied(F&& f, const std::string& object) {
+  try {
+    f();
+  } catch (const shmstate::Error& e) {
+    std::string m = e.what();
+    if (e.code() == ErrorCode::PermissionDenied && m.find("'" + object + "'") != std::string::npos &&
+        m.find("read-only") != std::string::npos)
+      return true;
+    std::fprintf(stderr, "%s: wrong error: %s\n", object.c_str(), e.what());
+    return false;
+  }
+  std::fprintf(stderr, "%s: a write through a read-only handle succeeded\n", object.c_str());
+  return false;
+}
+
+// Through a read-only open of `name` (filled by fill_read_only): every read
+// works, every write is PermissionDenied naming the object, waits poll.
+// The mapping is PROT_READ: any store into it, eager or lazy, is a SIGSEGV
+// that ends the calling process, so surviving this is the proof that the
+// readers write nothing. Returns 0, or the number of the failed step.
+int read_only_checks(const std::string& name, const std::string& snapshot_path) {
+  auto ro = Segment::open(name, Segment::Access::ReadOnly);
+  if (!ro.read_only()) return 10;
+  if (!ro.info().problem.empty() || ro.objects().size() != 8) return 11;
+  auto n = ro.open_atomic<std::int64_t>("n");
+  auto b = ro.open_atomic<bool>("b");
+  auto d = ro.open_atomic<double>("d");
+  auto a = ro.open_atom("a");
+  auto r = ro.open_atomic_reference("r");
+  auto l = ro.open_fifo_lock("l");
+  auto m = ro.open_monitor("m");
+  auto s = ro.open_signal("s");
+  if (n.get() != 42 || b.get() || d.get() != 1.5) return 12;
+  if (*a.deref() != boost::json::parse(R"({"k":[1,2]})") || r.get() != "x") return 13;
+  if (l.modes().size() != 1 || m.capacity() != 4 || s.is_set()) return 14;
+  std::string text = shmstate::inspect::dump_text(ro);
+  if (text.find("42") == std::string::npos) return 15;
+  (void)shmstate::inspect::dump_json(ro);
+  if (shmstate::inspect::get(ro, "a") != boost::json::parse(R"({"k":[1,2]})")) return 16;
+  ro.snapshot(snapshot_path);
+  // Waits cannot register as sleepers; they poll and end.
+  if (n.wait_while_equal(42, 20ms) || a.wait_for_change(a.version(), 20ms) || s.wait_for(20ms)) return 17;
+  a.add_watch("w", [](const shmstate::WatchEvent&) {});
+  a.remove_watch("w");
+  // Every write: a typed error naming the object, nothing written.
+  bool ok = denied([&] { n.set(1); }, "n") && denied([&] { n.add_and_get(1); }, "n") &&
+            denied([&] { n.compare_and_set(42, 1); }, "n") && denied([&] { n.get_and_set(1); }, "n") &&
+            denied([&] { b.set(true); }, "b") && denied([&] { d.get_and_add(1.0); }, "d") &&
+            denied([&] { a.swap([](const boost::json::value&) { return boost::json::value(1); }); }, "a") &&
+            denied([&] { a.reset(1); }, "a") && denied([&] { a.compare_and_set(nullptr, 1); }, "a") &&
+            denied([&] { r.set("y"); }, "r") && denied([&] { (void)l.acquire(); }, "l") &&
+            denied([&] { (void)l.try_acquire(); }, "l") && denied([&] { (void)m.lock(); }, "m") &&
+            denied([&] { m.notify_all(); }, "m") && denied([&] { s.go(); }, "s") &&
+            denied([&] { ro.atomic<std::int64_t>("fresh", 1); }, "fresh") &&
+            denied([&] { shmstate::inspect::set(ro, "n", 7); }, "n") &&
+            denied([&] { shmstate::inspect::add(ro, "n", 7); }, "n");
+  if (!ok) return 18;
+  // A creating accessor of an existing object only opens it: no write.
+  if (ro.atomic<std::int64_t>("n", 0).get() != 42) return 19;
+  if (n.get() != 42 || r.get() != "x" || s.is_set()) return 20;
+  return 0;
+}
 
 // Opens every object of `name` and reads it; writes to the atomics (lock
 // free). Any
@@ -203,6 +289,90 @@ void write_over(const std::string& path, const std::string& bytes) {
 }
 
 }  // namespace
+
+TEST_CASE("another user with read permission inspects a 0644 segment read-only; its writes are refused") {
+  if (!root()) {
+    MESSAGE("skipped: needs root to switch to another user in a child");
+    return;
+  }
+  REQUIRE_MESSAGE(!cli().empty(), "set SHMSTATE_CLI to the shmstate binary (meson test does)");
+  test::TempSegment t("ro");
+  auto seg = Segment::create(t.name(), {.size = 256 * 1024, .mode = 0644});
+  fill_read_only(seg);
+  const std::string snap_lib = "/tmp/" + t.name() + ".lib.json", snap_cli = "/tmp/" + t.name() + ".cli.json";
+  test::Child other([&] {
+    if (!become(kOtherUid, kOtherUid)) return 2;
+    try {
+      Segment::open(t.name());  // read-write: the mode says no
+      return 3;
+    } catch (const shmstate::Error& e) {
+      if (e.code() != ErrorCode::PermissionDenied) return 4;
+    }
+    if (int rc = read_only_checks(t.name(), snap_lib); rc != 0) return rc;
+    auto ok = [&](std::vector<std::string> args, const std::string& want) {
+      auto r = run_cli(args);
+      if (r.status == 0 && r.signal == 0 && r.out.find(want) != std::string::npos) return true;
+      std::fprintf(stderr, "%s %s: status %d signal %d\nout: %s\nerr: %s\n", args[0].c_str(), args.size() > 1 ? args[1].c_str() : "",
+                   r.status, r.signal, r.out.c_str(), r.err.c_str());
+      return false;
+    };
+    if (!ok({"list"}, t.name()) || !ok({"get", t.name(), "n"}, "42") || !ok({"get", t.name(), "a"}, "[1,2]") ||
+        !ok({"dump", t.name()}, "42") || !ok({"dump", "--json", t.name()}, "\"n\"") ||
+        !ok({"signal", t.name(), "s", "status"}, "") || !ok({"snapshot", t.name(), snap_cli}, ""))
+      return 30;
+    for (std::vector<std::string> args : {std::vector<std::string>{"set", t.name(), "n", "1"},
+                                          {"add", t.name(), "n", "1"},
+                                          {"new", t.name(), "int64", "fresh"},
+                                          {"signal", t.name(), "s", "go"}}) {
+      auto r = run_cli(args);
+      if (r.signal != 0 || r.status == 0 || r.err.find("ermission") == std::string::npos) {
+        std::fprintf(stderr, "%s: status %d signal %d err %s\n", args[0].c_str(), r.status, r.signal, r.err.c_str());
+        return 31;
+      }
+    }
+    return 0;
+  });
+  CHECK(other.exit_code_within(60s) == 0);
+  CHECK(seg.open_atomic<std::int64_t>("n").get() == 42);
+  CHECK(!seg.find("fresh"));
+  CHECK(!seg.open_signal("s").is_set());
+  // Both snapshots hold the segment's state.
+  for (const auto& path : {snap_lib, snap_cli}) {
+    struct stat st;
+    CHECK_MESSAGE(::stat(path.c_str(), &st) == 0, path);
+    ::unlink(path.c_str());
+  }
+}
+
+TEST_CASE("a read-only open by the owner: reads work, writes are typed errors, waits see a writer's change") {
+  test::TempSegment t("ro-own");
+  auto seg = Segment::create(t.name(), {.size = 256 * 1024});
+  fill_read_only(seg);
+  const std::string snap = "/tmp/" + t.name() + ".json";
+  // In a child: its PROT_READ mapping, and a SIGSEGV there, stay its own.
+  test::Child reader([&] { return read_only_checks(t.name(), snap); });
+  CHECK(reader.exit_code_within(60s) == 0);
+  ::unlink(snap.c_str());
+  CHECK(seg.open_atomic<std::int64_t>("n").get() == 42);
+
+  // One process, both mappings: the read-only handle is its own view, and
+  // a poll of it sees the read-write handle's write.
+  auto ro = Segment::open(t.name(), Segment::Access::ReadOnly);
+  CHECK(ro.read_only());
+  CHECK(!Segment::open(t.name()).read_only());
+  auto n_ro = ro.open_atomic<std::int64_t>("n");
+  test::Child writer([&] {
+    std::this_thread::sleep_for(50ms);
+    Segment::open(t.name()).open_atomic<std::int64_t>("n").set(43);
+    return 0;
+  });
+  CHECK(n_ro.wait_while_equal(42, 5s));
+  CHECK(n_ro.get() == 43);
+  CHECK(writer.exit_code_within(10s) == 0);
+  CHECK_THROWS_WITH_AS(n_ro.set(1), doctest::Contains("read-only"), shmstate::Error);
+  seg.open_atomic<std::int64_t>("n").set(44);  // the read-write handle still writes
+  CHECK(n_ro.get() == 44);
+}
 
 TEST_CASE("a hostile scribbler: random damaged words never crash or hang the CLI or the library") {
   REQUIRE_MESSAGE(!cli().empty(), "set SHMSTATE_CLI to the shmstate binary (meson test does)");

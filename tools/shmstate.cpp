@@ -254,8 +254,15 @@ int cmd_list(const Args& a) {
   return kOk;
 }
 
+// The commands that only read open the segment read-only (O_RDONLY,
+// PROT_READ): a user with read permission only can run them, and they can
+// never write the segment, not even to repair a dead process's lock.
+shmstate::Segment open_to_read(const std::string& name) {
+  return shmstate::Segment::open(name, shmstate::Segment::Access::ReadOnly);
+}
+
 int cmd_dump(const Args& a) {
-  auto segment = shmstate::Segment::open(a.positional[0]);
+  auto segment = open_to_read(a.positional[0]);
   if (a.flag("--json"))
     print_line(inspect::to_text(inspect::dump_json(segment)));
   else
@@ -306,7 +313,7 @@ int cmd_new(const Args& a) {
 }
 
 int cmd_get(const Args& a) {
-  auto segment = shmstate::Segment::open(a.positional[0]);
+  auto segment = open_to_read(a.positional[0]);
   print_line(inspect::to_text(inspect::get(segment, a.positional[1])));
   return kOk;
 }
@@ -489,7 +496,7 @@ int cmd_store(const Args& a) {
 // sigtimedwait, so the wait between snapshots is the only place they are
 // seen: a snapshot being written is never cut short.
 int cmd_snapshot(const Args& a) {
-  auto segment = shmstate::Segment::open(a.positional[0]);
+  auto segment = open_to_read(a.positional[0]);
   const std::string& file = a.positional[1];
   auto every = a.option("--every");
   if (!every) {
@@ -551,7 +558,19 @@ int cmd_signal(const Args& a) {
       throw UsageError{"bad value " + quoted(*t) + " for --timeout: a number of seconds >= 0", a.command};
     timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(seconds));
   }
-  auto segment = shmstate::Segment::open(a.positional[0]);
+  // status only reads; wait needs no write either (read-only, it polls in
+  // 100 ms slices instead of being woken), so a user who may only read the
+  // segment can wait too; go writes.
+  auto segment = [&] {
+    if (action == "status") return open_to_read(a.positional[0]);
+    if (action == "go") return shmstate::Segment::open(a.positional[0]);
+    try {
+      return shmstate::Segment::open(a.positional[0]);
+    } catch (const shmstate::Error& e) {
+      if (e.code() != shmstate::ErrorCode::PermissionDenied) throw;
+      return open_to_read(a.positional[0]);
+    }
+  }();
   auto signal = segment.open_signal(a.positional[1]);  // NotFound, KindMismatch
   if (action == "go") {
     signal.go();

@@ -121,36 +121,44 @@ class SHMSTATE_API Atomic {
  public:
   T get() const noexcept { return s_->value.load(); }
 
-  void set(T value) noexcept {
+  // Every writer below throws Error(PermissionDenied) naming the object,
+  // before it writes, when the handle comes from a segment opened read-only
+  // (Segment::Access::ReadOnly); otherwise they cannot fail.
+  void set(T value) {
+    writable("set");
     s_->value.store(value);
     notify();
   }
 
-  T get_and_set(T value) noexcept {
+  T get_and_set(T value) {
+    writable("get_and_set");
     T old = s_->value.exchange(value);
     notify();
     return old;
   }
 
   // Sets `desired` if the value is `expected` (bitwise for double).
-  bool compare_and_set(T expected, T desired) noexcept {
+  bool compare_and_set(T expected, T desired) {
+    writable("compare_and_set");
     if (!s_->value.compare_exchange_strong(expected, desired)) return false;
     notify();
     return true;
   }
 
-  T add_and_get(T delta) noexcept requires(!std::is_same_v<T, bool>) {
+  T add_and_get(T delta) requires(!std::is_same_v<T, bool>) {
     return detail::wrapping_add(get_and_add(delta), delta);
   }
-  T get_and_add(T delta) noexcept requires(!std::is_same_v<T, bool>) {
+  T get_and_add(T delta) requires(!std::is_same_v<T, bool>) {
+    writable("add");
     T old = s_->value.fetch_add(delta);
     notify();
     return old;
   }
-  T subtract_and_get(T delta) noexcept requires(!std::is_same_v<T, bool>) {
+  T subtract_and_get(T delta) requires(!std::is_same_v<T, bool>) {
     return detail::wrapping_sub(get_and_subtract(delta), delta);
   }
-  T get_and_subtract(T delta) noexcept requires(!std::is_same_v<T, bool>) {
+  T get_and_subtract(T delta) requires(!std::is_same_v<T, bool>) {
+    writable("subtract");
     T old = s_->value.fetch_sub(delta);
     notify();
     return old;
@@ -159,7 +167,8 @@ class SHMSTATE_API Atomic {
   // Blocks while the value equals `old`, at most `timeout`. Returns true if
   // the value differs from `old` on return, false on timeout. Wakes within
   // microseconds of a change by any process (no polling; a notifier that dies
-  // between its write and its wake delays this by at most ~100 ms).
+  // between its write and its wake delays this by at most ~100 ms). On a
+  // read-only segment it polls: a change is seen within ~100 ms.
   bool wait_while_equal(T old, std::chrono::nanoseconds timeout) const;
 
   // The same, ended by a signal or composition (<shmstate/signal.hpp>; e.g.
@@ -176,8 +185,14 @@ class SHMSTATE_API Atomic {
 
  private:
   friend class Segment;
-  Atomic(detail::AtomicState<T>* state, std::shared_ptr<const detail::ObjectName> name)
-      : s_(state), name_(std::move(name)) {}
+  Atomic(detail::AtomicState<T>* state, std::shared_ptr<const detail::ObjectName> name, bool read_only)
+      : s_(state), name_(std::move(name)), read_only_(read_only) {}
+
+  // One predicted branch on the handle's own flag; the throw is out of line.
+  void writable(const char* op) const {
+    if (read_only_) [[unlikely]] refuse_write(op);
+  }
+  [[noreturn]] void refuse_write(const char* op) const;
 
   // Wakes waiters after a change. The test for waiters is inline (one load);
   // the wake is out of line in Atomic<T> itself, not in detail::EventCount,
@@ -189,6 +204,7 @@ class SHMSTATE_API Atomic {
 
   detail::AtomicState<T>* s_;
   std::shared_ptr<const detail::ObjectName> name_;
+  bool read_only_;  // mapped PROT_READ: every store would be SIGSEGV
 };
 
 // Defined in the library for these three T only (the static_assert above
@@ -202,5 +218,8 @@ extern template bool Atomic<double>::wait_while_equal(double, const Condition&) 
 extern template void Atomic<bool>::notify_slow() noexcept;
 extern template void Atomic<std::int64_t>::notify_slow() noexcept;
 extern template void Atomic<double>::notify_slow() noexcept;
+extern template void Atomic<bool>::refuse_write(const char*) const;
+extern template void Atomic<std::int64_t>::refuse_write(const char*) const;
+extern template void Atomic<double>::refuse_write(const char*) const;
 
 }  // namespace shmstate

@@ -171,7 +171,30 @@ class SHMSTATE_API Segment {
 
   // Opens an existing segment. Throws NotFound, LayoutMismatch (not ours, or
   // another layout version: the message names both), Corrupt, PermissionDenied.
-  static Segment open(std::string_view name);
+  //
+  // Access::ReadOnly opens the file O_RDONLY and maps it PROT_READ, so a user
+  // with read permission only (a monitoring user of a 0644 segment) can read
+  // every object: objects(), find(), info(), open_*(), get/deref/version,
+  // dump views and snapshot(). The contract of a read-only handle:
+  //  - This process never writes the segment through it, lazily neither: no
+  //    repair of a dead holder's lock, no reclaim of a dead creator's entry,
+  //    no registry check that stores a flag in the segment, no waiter word.
+  //  - Every mutating call (creating an object, Atomic set/add/CAS, atom
+  //    swap/reset/compare_and_set, lock acquire, monitor wait/notify,
+  //    signal go) throws Error(PermissionDenied) naming the segment and the
+  //    object, before anything is written; never a SIGSEGV.
+  //  - Waits (wait_while_equal, wait_for_change, watches, signal waits and
+  //    then-callbacks) work, but cannot announce themselves to writers (that
+  //    is a store): they poll, seeing a change within one 100 ms slice
+  //    instead of microseconds.
+  // A process may hold both a read-only and a read-write mapping of one
+  // segment (each open returns handles of its own access); futex wake-ups
+  // and robust locks are per file, so the two interoperate.
+  enum class Access { ReadWrite, ReadOnly };
+  static Segment open(std::string_view name, Access access = Access::ReadWrite);
+
+  // True if this handle's mapping is read-only (opened with Access::ReadOnly).
+  bool read_only() const noexcept;
 
   // Opens the segment, creating it with `options` if it does not exist. When it
   // exists, `options` are ignored (the segment keeps its own size and mode).

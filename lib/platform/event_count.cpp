@@ -3,6 +3,7 @@
 #include <climits>
 
 #include "platform/futex.hpp"
+#include "platform/read_only.hpp"
 
 #if SHMSTATE_TEST_HOOKS
 #include <shmstate/testing.hpp>
@@ -34,7 +35,10 @@ steady_clock::time_point deadline_after(std::chrono::nanoseconds timeout) noexce
 
 std::uint32_t EventCount::arm(std::uint32_t bit) noexcept {
   std::uint32_t s = seq.load(std::memory_order_seq_cst);
-  if ((waiters.load(std::memory_order_seq_cst) & bit) == 0) waiters.fetch_or(bit, std::memory_order_seq_cst);
+  // A waiter on a read-only mapping cannot announce itself: it is not woken
+  // and sees the change at the end of its slice (kWaitSlice), a poll.
+  if ((waiters.load(std::memory_order_seq_cst) & bit) == 0 && !platform::is_read_only(this))
+    waiters.fetch_or(bit, std::memory_order_seq_cst);
 #if SHMSTATE_TEST_HOOKS
   if (g_after_arm.load(std::memory_order_relaxed) != nullptr)
     if (auto* fn = g_after_arm.exchange(nullptr, std::memory_order_seq_cst)) fn();

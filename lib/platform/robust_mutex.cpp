@@ -9,6 +9,7 @@
 #include <string>
 
 #include "platform/process.hpp"
+#include "platform/read_only.hpp"
 #include "platform/system_error.hpp"
 
 namespace shmstate::platform {
@@ -122,6 +123,10 @@ std::string RobustMutex::problem() const noexcept {
 }
 
 void RobustMutex::check(std::string_view what) const {
+  // Locking stores into the mutex: in a PROT_READ mapping that is SIGSEGV.
+  if (is_read_only(this))
+    throw Error(ErrorCode::PermissionDenied,
+                std::string(what) + ": the segment is open read-only (a write would lock its mutex)");
   if (std::string p = problem(); !p.empty()) throw Error(ErrorCode::Corrupt, std::string(what) + ": " + p);
 }
 

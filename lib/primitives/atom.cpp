@@ -286,6 +286,7 @@ void AtomCore::after_commit(const AtomSnapshot& old, const Atom::Value& value) {
 }
 
 std::pair<Atom::Value, Atom::Value> AtomCore::swap(const Atom::Fn& f) {
+  segment_.require_writable(object_, "swap");  // before f runs: nothing is attempted
   for (;;) {
     AtomSnapshot snap = read();
     auto value = std::make_shared<const json::value>(f(*snap.value));
@@ -302,6 +303,7 @@ std::pair<Atom::Value, Atom::Value> AtomCore::swap(const Atom::Fn& f) {
 }
 
 std::pair<Atom::Value, Atom::Value> AtomCore::swap_locked(const Atom::Fn& f) {
+  segment_.require_writable(object_, "swap");  // before f runs: nothing is attempted
   AtomSnapshot old;
   Atom::Value value;
   {
@@ -317,6 +319,7 @@ std::pair<Atom::Value, Atom::Value> AtomCore::swap_locked(const Atom::Fn& f) {
 }
 
 std::pair<Atom::Value, Atom::Value> AtomCore::reset(json::value new_value) {
+  segment_.require_writable(object_, "reset");
   // reset is swap_locked with a constant function: validated and serialized
   // outside the lock, so the lock is held only to copy bytes.
   auto value = std::make_shared<const json::value>(std::move(new_value));
@@ -339,6 +342,7 @@ std::pair<Atom::Value, Atom::Value> AtomCore::reset(json::value new_value) {
 }
 
 bool AtomCore::compare_and_set(const json::value& expected, json::value desired) {
+  segment_.require_writable(object_, "compare_and_set");
   auto value = std::make_shared<const json::value>(std::move(desired));
   bool validated = false;
   std::string bytes;

@@ -8,6 +8,7 @@
 #include <new>
 #include <optional>
 
+#include "platform/system_error.hpp"
 #include "primitives/condition.hpp"
 #include "primitives/kind.hpp"
 #include "segment/segment_impl.hpp"
@@ -50,11 +51,18 @@ void Atomic<T>::notify_slow() noexcept {
   s_->changes.notify_all_slow();
 }
 
+template <class T>
+void Atomic<T>::refuse_write(const char* op) const {
+  throw Error(ErrorCode::PermissionDenied, platform::where(name_->segment, name_->object) + ": cannot " +
+                                               std::string(op) + ": the segment is open read-only");
+}
+
 template <AtomicValue T>
 Atomic<T> Segment::atomic(std::string_view name, std::type_identity_t<T> initial, CreateMode mode) {
   auto slot = detail::atomic_slot<T>(*impl_, name, initial, mode);
   return Atomic<T>(impl_->state_of<detail::AtomicState<T>>(slot, detail::kAtomicLayoutVersion),
-                   std::make_shared<const detail::ObjectName>(detail::ObjectName{impl_->name, std::string(name)}));
+                   std::make_shared<const detail::ObjectName>(detail::ObjectName{impl_->name, std::string(name)}),
+                   impl_->read_only);
 }
 
 template <AtomicValue T>
@@ -62,7 +70,8 @@ Atomic<T> Segment::open_atomic(std::string_view name) const {
   using State = detail::AtomicState<T>;
   auto slot = impl_->find_existing(name, detail::kind_of<T>());
   return Atomic<T>(impl_->state_of<State>(slot, detail::kAtomicLayoutVersion),
-                   std::make_shared<const detail::ObjectName>(detail::ObjectName{impl_->name, std::string(name)}));
+                   std::make_shared<const detail::ObjectName>(detail::ObjectName{impl_->name, std::string(name)}),
+                   impl_->read_only);
 }
 
 // Only the out-of-line member is instantiated here: instantiating the whole
@@ -78,6 +87,9 @@ template bool Atomic<double>::wait_while_equal(double, const Condition&) const;
 template void Atomic<bool>::notify_slow() noexcept;
 template void Atomic<std::int64_t>::notify_slow() noexcept;
 template void Atomic<double>::notify_slow() noexcept;
+template void Atomic<bool>::refuse_write(const char*) const;
+template void Atomic<std::int64_t>::refuse_write(const char*) const;
+template void Atomic<double>::refuse_write(const char*) const;
 
 template Atomic<bool> Segment::atomic<bool>(std::string_view, bool, CreateMode);
 template Atomic<std::int64_t> Segment::atomic<std::int64_t>(std::string_view, std::int64_t, CreateMode);

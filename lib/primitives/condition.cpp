@@ -33,6 +33,7 @@
 #endif
 
 #include "platform/futex.hpp"
+#include "platform/read_only.hpp"
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -65,7 +66,10 @@ void one_shot::wake(std::atomic<std::uint32_t>& word) noexcept {
 
 std::uint32_t one_shot::arm(std::atomic<std::uint32_t>& word) noexcept {
   std::uint32_t v = word.load(std::memory_order_seq_cst);
-  if ((v & kSleeper) == 0) v = word.fetch_or(kSleeper, std::memory_order_seq_cst) | kSleeper;
+  // Read-only mapping: no sleeper bit (a store would be SIGSEGV); the waiter
+  // sleeps while the word is v and sees a go() at the end of its slice.
+  if ((v & kSleeper) == 0 && !platform::is_read_only(&word))
+    v = word.fetch_or(kSleeper, std::memory_order_seq_cst) | kSleeper;
   return v;
 }
 

@@ -24,6 +24,7 @@
 #include "primitives/json_exact.hpp"
 #include "primitives/kind.hpp"
 #include "platform/futex.hpp"
+#include "platform/read_only.hpp"
 #include "segment/segment_impl.hpp"
 
 namespace shmstate {
@@ -442,6 +443,7 @@ std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_cloc
   auto self = platform::self_identity();
   std::int32_t tid = detail::current_tid();
   const std::string& mode_name = h.modes.modes()[m].name;
+  platform::require_writable_at(h.s, h.where(), "acquire '" + mode_name + "'");
   std::uint32_t index = 0;
   std::vector<std::uint32_t> wake;
   {

@@ -16,6 +16,7 @@
 
 #include "platform/crash_point.hpp"
 #include "platform/futex.hpp"
+#include "platform/read_only.hpp"
 #include "platform/system_error.hpp"
 #include "primitives/kind.hpp"
 #include "segment/segment_impl.hpp"
@@ -330,6 +331,7 @@ bool Monitor::wait_until(Guard& guard, steady_clock::time_point deadline) {
 }
 
 void Monitor::notify_one() {
+  platform::require_writable_at(h_->s, h_->where(), "notify");
   if (h_->s->waiting.load(std::memory_order_acquire) == 0) return;
   with_queue(*h_, [](Queue& q) {
     q.wake_oldest();
@@ -339,6 +341,7 @@ void Monitor::notify_one() {
 }
 
 void Monitor::notify_all() {
+  platform::require_writable_at(h_->s, h_->where(), "notify");
   if (h_->s->waiting.load(std::memory_order_acquire) == 0) return;
   with_queue(*h_, [](Queue& q) {
     // Everyone gets a wake: one that reaches a dead waiter is not passed on.

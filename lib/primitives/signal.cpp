@@ -81,6 +81,7 @@ class SegmentSignalNode final : public ConditionNode {
   }
   void remove_then(Condition::CallbackId id) override { callbacks_.remove(id); }
   void go() override {
+    seg_->require_writable(object_, "fire it (go)");
     load();
     std::uint32_t old = s_->word.fetch_or(one_shot::kFired, std::memory_order_seq_cst);
     if ((old & one_shot::kFired) == 0) {

@@ -49,6 +49,11 @@ void validate_object_name(std::string_view segment, std::string_view object) {
 
 std::string SegmentImpl::where(std::string_view object) const { return platform::where(name, object); }
 
+void SegmentImpl::refuse_write(std::string_view object, std::string_view action) const {
+  throw Error(ErrorCode::PermissionDenied,
+              where(object) + ": cannot " + std::string(action) + ": the segment is open read-only");
+}
+
 std::optional<ObjectInfo> SegmentImpl::read_entry(std::uint32_t index) const {
   const RegistryEntry& e = entries[index];
   if (e.state.load(std::memory_order_acquire) != kEntryReady) return std::nullopt;
@@ -241,6 +246,7 @@ ObjectSlot SegmentImpl::find_or_create(std::string_view object, Kind kind, std::
     return slot;
   };
   if (auto slot = existing()) return *slot;
+  require_writable(object, "create it");
 
   platform::RobustLock lock(header->registry_mutex, where(), [this]() noexcept { reclaim_dead_creation(); });
   // Before this process's first creation, the whole index is checked against

@@ -17,6 +17,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <tuple>
 #include <utility>
 
 #include <boost/interprocess/mapped_region.hpp>
@@ -25,6 +26,7 @@
 #include "platform/crash_point.hpp"
 #include "platform/durable_file.hpp"
 #include "platform/process.hpp"
+#include "platform/read_only.hpp"
 #include "platform/system_error.hpp"
 #include "segment/segment_impl.hpp"
 
@@ -71,8 +73,12 @@ std::mutex& cache_mutex() {
   }();
   return *m;
 }
-std::map<std::pair<dev_t, ino_t>, Cached>& cache() {
-  static auto* m = new std::map<std::pair<dev_t, ino_t>, Cached>();  // never destroyed
+// (device, inode, read-only): a read-only and a read-write mapping of one
+// file are separate views, so a read-only open never hands out a writable
+// mapping and a writer never gets a PROT_READ one.
+using CacheKey = std::tuple<dev_t, ino_t, bool>;
+std::map<CacheKey, Cached>& cache() {
+  static auto* m = new std::map<CacheKey, Cached>();  // never destroyed
   return *m;
 }
 
@@ -97,8 +103,8 @@ std::shared_ptr<SegmentImpl> make_impl(std::string_view name, bip::mapped_region
 }
 
 // This process's mapping of the file, if it has one. REQUIRES: cache_mutex().
-std::shared_ptr<SegmentImpl> cached(const struct stat& st) {
-  auto it = cache().find(std::make_pair(st.st_dev, st.st_ino));
+std::shared_ptr<SegmentImpl> cached(const struct stat& st, bool read_only) {
+  auto it = cache().find(CacheKey{st.st_dev, st.st_ino, read_only});
   return it == cache().end() ? nullptr : it->second.impl;
 }
 
@@ -156,7 +162,7 @@ void init_header(SegmentHeader& h, const SegmentOptions& o) {
 }
 
 // fstat + header check + map, or reuse this process's mapping of the file.
-Segment open_mapped(std::string_view name);
+Segment open_mapped(std::string_view name, bool read_only = false);
 
 }  // namespace
 
@@ -168,17 +174,18 @@ struct SegmentFactory {
 
 namespace {
 
-Segment open_mapped(std::string_view name) {
-  std::string ctx = platform::where(name) + ": open";
+Segment open_mapped(std::string_view name, bool read_only) {
+  std::string ctx = platform::where(name) + (read_only ? ": open read-only" : ": open");
+  const bip::mode_t access = read_only ? bip::read_only : bip::read_write;
   bip::shared_memory_object shm = boost_call(ctx, [&] {
-    return bip::shared_memory_object(bip::open_only, std::string(name).c_str(), bip::read_write);
+    return bip::shared_memory_object(bip::open_only, std::string(name).c_str(), access);
   });
   int fd = shm.get_mapping_handle().handle;
   struct stat st;
   if (::fstat(fd, &st) != 0) platform::throw_errno(errno, ctx);
   std::lock_guard<std::mutex> guard(cache_mutex());
-  auto key = std::make_pair(st.st_dev, st.st_ino);
-  if (auto existing = cached(st)) return SegmentFactory::make(std::move(existing));
+  CacheKey key{st.st_dev, st.st_ino, read_only};
+  if (auto existing = cached(st, read_only)) return SegmentFactory::make(std::move(existing));
 
   alignas(64) std::byte head[sizeof(SegmentHeader)] = {};
   std::uint64_t file_size = static_cast<std::uint64_t>(st.st_size);
@@ -186,8 +193,13 @@ Segment open_mapped(std::string_view name) {
   if (n < 0) platform::throw_errno(errno, ctx);
   detail::validate_header(name, head, file_size);
 
-  bip::mapped_region region = boost_call(ctx, [&] { return bip::mapped_region(shm, bip::read_write); });
+  // read_only: PROT_READ, MAP_SHARED (the writers' changes are seen).
+  bip::mapped_region region = boost_call(ctx, [&] { return bip::mapped_region(shm, access); });
   auto impl = make_impl(name, region, *reinterpret_cast<const SegmentHeader*>(head));
+  if (read_only) {
+    platform::note_read_only(region.get_address(), region.get_size());
+    impl->read_only = true;
+  }
   cache().emplace(key, Cached{impl, std::move(region)});
   return SegmentFactory::make(std::move(impl));
 }
@@ -270,18 +282,20 @@ Segment create_segment(std::string_view name, const SegmentOptions& options,
   // Another thread of this process may have opened the published name
   // between the rename and here: use its mapping and drop ours (ours was
   // never used for locking, so unmapping it loses nothing).
-  if (auto existing = cached(st)) return SegmentFactory::make(std::move(existing));
-  cache().emplace(std::make_pair(st.st_dev, st.st_ino), Cached{impl, std::move(region)});
+  if (auto existing = cached(st, false)) return SegmentFactory::make(std::move(existing));
+  cache().emplace(CacheKey{st.st_dev, st.st_ino, false}, Cached{impl, std::move(region)});
   return SegmentFactory::make(std::move(impl));
 }
 
 }  // namespace detail
 
 
-Segment Segment::open(std::string_view name) {
+Segment Segment::open(std::string_view name, Access access) {
   detail::validate_segment_name(name);
-  return open_mapped(name);
+  return open_mapped(name, access == Access::ReadOnly);
 }
+
+bool Segment::read_only() const noexcept { return impl_->read_only; }
 
 Segment Segment::open_or_create(std::string_view name, const SegmentOptions& options) {
   detail::validate_segment_name(name);

@@ -35,12 +35,22 @@ struct SegmentImpl {
   std::uint32_t capacity = 0;
   IndexSlot* index = nullptr;
   std::uint32_t index_capacity = 0;  // a power of two (validate_header)
+  // Mapped PROT_READ (Segment::Access::ReadOnly): nothing may store into it.
+  bool read_only = false;
   // Set once check_registry() passed under the registry mutex in this process
   // (the first creation checks the whole index, later ones their own path).
   std::atomic<bool> registry_checked{false};
 
   // "segment 'x'" / "segment 'x', object 'y'".
   std::string where(std::string_view object = {}) const;
+
+  // Throws Error(PermissionDenied) naming `object` if the mapping is
+  // read-only: "<where>: cannot <action>: the segment is open read-only".
+  // Every writer that knows its segment calls it before its first store.
+  void require_writable(std::string_view object, std::string_view action) const {
+    if (read_only) [[unlikely]] refuse_write(object, action);
+  }
+  [[noreturn]] void refuse_write(std::string_view object, std::string_view action) const;
 
   // Finds `object`, or creates it: under the registry mutex reserves an entry,
   // allocates `bytes` aligned to `align` from the heap, zeroes them, runs
