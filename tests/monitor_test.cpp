@@ -139,7 +139,7 @@ TEST_CASE("mo-threads: waiters with no timeout are woken by other processes' loc
   auto* got_signal = &b->flag[63];
   std::vector<std::unique_ptr<test::Child>> kids;
   for (int i = 0; i < 2; ++i)
-    kids.push_back(std::make_unique<test::Child>([&, i] {
+    kids.push_back(std::make_unique<test::Child>([&] {
       auto m = f.open();
       auto g = m.lock();
       b->phase1.fetch_add(1);
