@@ -11,6 +11,7 @@
 //                  index_offset, index_capacity, registry_used, heap_begin, heap_top
 //   RegistryEntry  offset, size
 //   AtomState      current (all ones), active buffer's offset, capacity, length
+//   AtomicState<bool>  value byte (neither 0 nor 1)
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
@@ -30,6 +31,7 @@
 #include <shmstate/segment.hpp>
 
 #include "primitives/atom_state.hpp"
+#include "support/temp_dir.hpp"
 #include "segment/layout.hpp"
 #include "segment/segment_impl.hpp"
 #include "support/atom_helpers.hpp"
@@ -198,4 +200,29 @@ TEST_CASE("damaged atom state read fields: deref, AtomicReference::get and the C
   seg.atomic_reference("r", json::parse(R"({"ok": [1, 2, 3]})"));
   SUBCASE("an atom") { damage_atom_read_fields(t, seg, "a"); }
   SUBCASE("a reference") { damage_atom_read_fields(t, seg, "r"); }
+}
+
+// Loading a std::atomic<bool> whose byte is 255 was undefined behaviour
+// (fuzz_segment under UBSan); the byte is now a uint8_t that the library
+// reads as true, and the outside readers report.
+TEST_CASE("a bool's value byte other than 0 or 1: the library reads true, CLI and snapshot say Corrupt") {
+  test::TempSegment t("damage");
+  Segment seg = Segment::create(t.name(), {.size = 256 * 1024, .mode = 0600, .max_objects = 8});
+  seg.atomic<bool>("flag", false);
+  const std::uint64_t value = seg.find("flag")->offset + offsetof(d::AtomicState<bool>, value);
+  poke<std::uint8_t>(t, value, 255);
+  const std::string where = "segment '" + t.name() + "', object 'flag'";
+  test::TempDir dir;
+  cli_says_corrupt({{"get", t.name(), "flag"}, {"dump", t.name()}, {"dump", t.name(), "--json"},
+                    {"snapshot", t.name(), dir.path() + "/s.json"}},
+                   where);
+  says_corrupt([&] { seg.snapshot(dir.path() + "/s.json"); }, where);
+  auto flag = seg.open_atomic<bool>("flag");
+  CHECK(flag.get());
+  CHECK_FALSE(flag.compare_and_set(false, true));
+  CHECK(flag.compare_and_set(true, false));  // the damaged byte counts as true and is replaced
+  CHECK_FALSE(flag.get());
+  auto r = test::shm({"get", t.name(), "flag"});
+  CHECK_MESSAGE(r.status == 0, test::describe(r));
+  CHECK(r.out == "false\n");
 }

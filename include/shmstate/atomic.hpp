@@ -59,10 +59,31 @@ namespace detail {
 // updates do not write it stays shared in every core's cache. On the value's
 // line the read missed whenever another process had just updated: measured
 // 1.64x a raw fetch_add with 2 processes, against 1.00-1.04x apart.
+// What the shared word holds for a T: T itself, except a bool, which is kept
+// as a byte. Any process (or a hostile one) can write any byte there, and
+// loading a std::atomic<bool> whose byte is neither 0 nor 1 is undefined
+// behaviour (UBSan: "load of value 255, which is not a valid value for type
+// 'bool'", found by fuzz_segment). A byte is always valid; the library reads
+// nonzero as true, and dump, get and snapshot report such a byte as Corrupt.
+// Valid bytes are the same as a bool's, so the layout did not change.
+template <class T>
+using AtomicStored = std::conditional_t<std::is_same_v<T, bool>, std::uint8_t, T>;
+
+template <class T>
+constexpr AtomicStored<T> to_stored(T v) noexcept {
+  if constexpr (std::is_same_v<T, bool>) return v ? 1 : 0;
+  else return v;
+}
+template <class T>
+constexpr T from_stored(AtomicStored<T> v) noexcept {
+  if constexpr (std::is_same_v<T, bool>) return v != 0;
+  else return v;
+}
+
 template <class T>
 struct alignas(64) AtomicState {
   ObjectHeader header;
-  std::atomic<T> value;
+  std::atomic<AtomicStored<T>> value;
   alignas(64) EventCount changes;
 };
 inline constexpr std::uint32_t kAtomicLayoutVersion = 1;
@@ -72,7 +93,8 @@ static_assert(sizeof(AtomicState<bool>) == 128);
 static_assert(offsetof(AtomicState<std::int64_t>, changes) == 64);
 static_assert(std::atomic<std::int64_t>::is_always_lock_free);
 static_assert(std::atomic<double>::is_always_lock_free);
-static_assert(std::atomic<bool>::is_always_lock_free);
+static_assert(std::atomic<std::uint8_t>::is_always_lock_free);
+static_assert(sizeof(std::uint8_t) == sizeof(bool));
 
 template <class T>
 constexpr Kind kind_of() {
@@ -119,28 +141,37 @@ class SHMSTATE_API Atomic {
   static_assert(AtomicValue<T>, "Atomic<T> holds bool, std::int64_t or double");
 
  public:
-  T get() const noexcept { return s_->value.load(); }
+  // A bool's byte other than 0 or 1 (damage) reads as true.
+  T get() const noexcept { return detail::from_stored<T>(s_->value.load()); }
 
   // Every writer below throws Error(PermissionDenied) naming the object,
   // before it writes, when the handle comes from a segment opened read-only
   // (Segment::Access::ReadOnly); otherwise they cannot fail.
   void set(T value) {
     writable("set");
-    s_->value.store(value);
+    s_->value.store(detail::to_stored(value));
     notify();
   }
 
   T get_and_set(T value) {
     writable("get_and_set");
-    T old = s_->value.exchange(value);
+    T old = detail::from_stored<T>(s_->value.exchange(detail::to_stored(value)));
     notify();
     return old;
   }
 
-  // Sets `desired` if the value is `expected` (bitwise for double).
+  // Sets `desired` if the value is `expected` (bitwise for double; for a
+  // bool, a damaged byte counts as true and is replaced).
   bool compare_and_set(T expected, T desired) {
     writable("compare_and_set");
-    if (!s_->value.compare_exchange_strong(expected, desired)) return false;
+    if constexpr (std::is_same_v<T, bool>) {
+      std::uint8_t seen = s_->value.load();
+      do {
+        if ((seen != 0) != expected) return false;
+      } while (!s_->value.compare_exchange_weak(seen, detail::to_stored(desired)));
+    } else {
+      if (!s_->value.compare_exchange_strong(expected, desired)) return false;
+    }
     notify();
     return true;
   }

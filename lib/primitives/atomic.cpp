@@ -27,7 +27,7 @@ ObjectSlot atomic_slot(SegmentImpl& impl, std::string_view name, T initial,
   return impl.find_or_create(name, kind, sizeof(State), alignof(State), [&](std::byte* p) {
     auto* s = new (p) State;
     s->header = {static_cast<std::uint32_t>(kind), kAtomicLayoutVersion};
-    s->value.store(initial, std::memory_order_relaxed);
+    s->value.store(to_stored(initial), std::memory_order_relaxed);
   }, mode);
 }
 
@@ -36,13 +36,13 @@ ObjectSlot atomic_slot(SegmentImpl& impl, std::string_view name, T initial,
 
 template <class T>
 bool Atomic<T>::wait_while_equal(T old, std::chrono::nanoseconds timeout) const {
-  return s_->changes.wait_until([&] { return !detail::same_value(s_->value.load(), old); },
+  return s_->changes.wait_until([&] { return !detail::same_value(get(), old); },
                                 detail::deadline_after(timeout));
 }
 
 template <class T>
 bool Atomic<T>::wait_while_equal(T old, const Condition& till) const {
-  return detail::wait_event(s_->changes, [&] { return !detail::same_value(s_->value.load(), old); },
+  return detail::wait_event(s_->changes, [&] { return !detail::same_value(get(), old); },
                             till.node().get(), detail::Clock::time_point::max()) == detail::WaitEnd::Done;
 }
 
@@ -141,9 +141,26 @@ bool create(Segment& s, std::string_view object, const CreateRequest& r) {
   return atomic_slot<T>(s.impl(), object, initial).created;
 }
 
+// The value as readers outside the library see it (dump, get, snapshot):
+// the one load, and for a bool a byte other than 0 or 1 is Corrupt rather
+// than quietly true.
+template <AtomicValue T>
+T checked_get(const Segment& s, std::string_view object) {
+  if constexpr (std::is_same_v<T, bool>) {
+    auto slot = s.impl().find_existing(object, Kind::Bool);
+    std::uint8_t byte = s.impl().state_of<AtomicState<bool>>(slot, kAtomicLayoutVersion)->value.load();
+    if (byte > 1)
+      throw Error(ErrorCode::Corrupt, platform::where(s.name(), object) + ": corrupt bool: value byte " +
+                                          std::to_string(byte) + " (not 0 or 1)");
+    return byte == 1;
+  } else {
+    return s.open_atomic<T>(object).get();
+  }
+}
+
 template <AtomicValue T>
 json::value value(const Segment& s, const ObjectInfo& o) {
-  return to_json(s.open_atomic<T>(o.name).get());
+  return to_json(checked_get<T>(s, o.name));
 }
 
 template <AtomicValue T>
@@ -195,7 +212,7 @@ std::optional<double> double_from_saved(const json::value& v) {
 
 template <AtomicValue T>
 json::value snapshot(const Segment& s, const ObjectInfo& o) {
-  T v = s.open_atomic<T>(o.name).get();  // one load: atomic by itself
+  T v = checked_get<T>(s, o.name);  // one load: atomic by itself
   if constexpr (std::is_same_v<T, double>) return saved_double(v);
   else return v;
 }
