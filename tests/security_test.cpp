@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <thread>
@@ -44,12 +45,46 @@ using shmstate::Segment;
 
 namespace {
 
-const std::string& cli() {
-  static const std::string path = [] {
+// A copy of the built CLI (and the libshmstate.so its $ORIGIN/../lib
+// runpath finds) in a 0755 directory under /tmp, for the other user to run:
+// the build tree is often where another user cannot reach it (a clone in
+// /root, which is 0700 on Debian), and a CLI that cannot even be executed
+// would make "the other user's command failed" pass for the wrong reason.
+class StagedCli {
+ public:
+  StagedCli() {
     const char* p = std::getenv("SHMSTATE_CLI");
-    return std::string(p ? p : "");
-  }();
-  return path;
+    if (p == nullptr || *p == 0) return;
+    namespace fs = std::filesystem;
+    char tmpl[] = "/tmp/shmstate-cli-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) return;
+    dir_ = tmpl;
+    fs::path built(p);
+    fs::create_directories(dir_ / "tools");
+    fs::create_directories(dir_ / "lib");
+    fs::copy_file(built, dir_ / "tools" / built.filename());
+    for (const auto& e : fs::directory_iterator(built.parent_path().parent_path() / "lib"))
+      if (e.path().filename().string().starts_with("libshmstate.so"))
+        fs::copy(e.path(), dir_ / "lib" / e.path().filename(), fs::copy_options::copy_symlinks);
+    for (const auto& e : fs::recursive_directory_iterator(dir_))
+      if (!e.is_symlink()) fs::permissions(e.path(), fs::perms(0755));
+    fs::permissions(dir_, fs::perms(0755));
+    path_ = (dir_ / "tools" / built.filename()).string();
+  }
+  ~StagedCli() {
+    std::error_code ec;
+    if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::filesystem::path dir_;
+  std::string path_;
+};
+
+const std::string& cli() {
+  static const StagedCli staged;
+  return staged.path();
 }
 
 // The CLI, killed after 10 s (coreutils timeout) so a hang fails the test.

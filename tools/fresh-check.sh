@@ -54,10 +54,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# mktemp -d makes it 0700; as the chroot's "/" it must be 0755 like any root,
-# or tests that drop to nobody cannot reach /dev/shm.
-chmod 0755 "$CHROOT"
 tar -C "$CHROOT" -xf "$TARBALL"
+# mktemp -d makes it 0700, and tar restores "." to the staging directory's
+# 0700 too; as the chroot's "/" it must be 0755 like any root, or tests that
+# drop to nobody cannot reach /dev/shm or /usr/bin (so: after extracting).
+chmod 0755 "$CHROOT"
 cp /etc/resolv.conf "$CHROOT/etc/resolv.conf"
 # Debian 12's default sources, as a fresh install has them.
 if [ ! -s "$CHROOT/etc/apt/sources.list" ]; then
