@@ -23,8 +23,18 @@ compiler+=(-DCMAKE_CXX_COMPILER="$1")
 
 # Ninja: tools/setup.sh installs ninja-build, not make.
 cmake -G Ninja -S "$source_root/tests/consumer" -B "$WORK/build" "${compiler[@]}" \
-  -DCMAKE_PREFIX_PATH="$STAGE$PREFIX" -DCMAKE_BUILD_TYPE=Release >"$WORK/configure.log" 2>&1 ||
-  { cat "$WORK/configure.log" >&2; fail "cmake configure"; }
+  -DCMAKE_PREFIX_PATH="$STAGE$PREFIX" -DCMAKE_BUILD_TYPE=Release >"$WORK/configure.log" 2>&1 || {
+  cat "$WORK/configure.log" >&2
+  # What was installed and where cmake looked, so a failure on another
+  # machine (the bare-machine check) can be understood from its log alone.
+  echo "-- installed package files under $STAGE:" >&2
+  find "$STAGE" -name '*.cmake' -o -name '*.pc' >&2
+  echo "-- cmake --debug-find-pkg=shmstate:" >&2
+  rm -rf "$WORK/build"
+  cmake -G Ninja -S "$source_root/tests/consumer" -B "$WORK/build" "${compiler[@]}" --debug-find-pkg=shmstate \
+    -DCMAKE_PREFIX_PATH="$STAGE$PREFIX" 2>&1 | grep -v '^$' | head -n 80 >&2 || true
+  fail "cmake configure"
+}
 grep -- "-- shmstate " "$WORK/configure.log"
 cmake --build "$WORK/build" >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log" >&2; fail "cmake --build"; }
 # C++20 came from the target, not from the project.
