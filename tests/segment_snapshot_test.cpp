@@ -25,6 +25,7 @@
 #include <shmstate/atom.hpp>
 #include <shmstate/atomic.hpp>
 #include <shmstate/fifo_lock.hpp>
+#include <shmstate/monitor.hpp>
 #include <shmstate/segment.hpp>
 #include <shmstate/signal.hpp>
 #if SHMSTATE_TEST_HOOKS
@@ -75,8 +76,7 @@ struct Filled {
   std::int64_t fired_ns = 0;
 };
 
-// A segment holding every kind that has snapshot/restore, with known state
-// (monitors are left out: their kind is not written yet).
+// A segment holding every kind, with known state.
 Filled fill(Segment& seg) {
   seg.atomic<bool>("flag", true);
   seg.atomic<std::int64_t>("min", std::numeric_limits<std::int64_t>::min());
@@ -105,6 +105,9 @@ Filled fill(Segment& seg) {
   f.fired_pid = by->pid;
   f.fired_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(by->when.time_since_epoch()).count();
   seg.signal("pending");
+  // A monitor: its waiter capacity is persisted (holder and waiters are not).
+  auto mon = seg.monitor("mon", 5);
+  { auto g = mon.lock(); }
   return f;
 }
 
@@ -179,6 +182,9 @@ TEST_CASE("a snapshot restores every object exactly in another process, versions
     if (!seg.open_signal("fired").is_set()) return 42;
     auto pending = seg.open_signal("pending");
     if (pending.is_set() || pending.fired()) return 43;
+    auto mon = seg.open_monitor("mon");
+    if (mon.capacity() != 5) return 50;
+    if (!mon.try_lock()) return 51;  // restored free
     return 0;
   });
   CHECK(checker.exit_code() == 0);
