@@ -19,8 +19,11 @@ BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 # libclang-rt-14-dev: libFuzzer and clang's sanitizer runtimes, for the fuzz targets
 #        (in build-clang/); clang only recommends it, so a bare machine lacks it.
 # jq:    the CLI tests run the README's `shmstate swap ... -- jq` example with the real filter.
+# dpkg-dev: meson asks its dpkg-architecture for Debian's libdir (lib/x86_64-linux-gnu);
+#        without it meson picks lib64, which Debian's ld.so, pkg-config and CMake never
+#        search (the bare-machine check's CMake consumer failed on it).
 PACKAGES=(g++ clang libclang-rt-14-dev libboost1.81-dev libboost-json1.81-dev doctest-dev meson ninja-build cmake
-          pkg-config python3 jq binutils)
+          pkg-config python3 jq binutils dpkg-dev)
 
 # setup_step NAME CMD...: runs CMD with its output in a log; on failure prints
 # the step's name and the log's last 200 lines, then exits with CMD's status.
