@@ -33,6 +33,7 @@
 
 #include "platform/process.hpp"
 #include "platform/robust_mutex.hpp"
+#include "platform/system_error.hpp"
 
 namespace boost::json {
 class value;
@@ -101,7 +102,7 @@ struct FifoLockHandle {
   std::uint32_t conflicts[16];  // process-local copy of the validated table
   std::uint32_t capacity[16];
 
-  std::string where() const { return "segment '" + segment + "', object '" + object + "'"; }
+  std::string where() const { return platform::where(segment, object); }
 };
 
 struct SegmentImpl;

@@ -37,6 +37,7 @@
 
 #include "platform/process.hpp"
 #include "platform/robust_mutex.hpp"
+#include "platform/system_error.hpp"
 #include "primitives/fifo_lock.hpp"
 
 namespace shmstate::detail {
@@ -92,7 +93,7 @@ struct MonitorHandle {
   std::string segment;
   std::string object;
 
-  std::string where() const { return "segment '" + segment + "', object '" + object + "'"; }
+  std::string where() const { return platform::where(segment, object); }
 };
 
 struct SegmentImpl;
