@@ -35,6 +35,24 @@ using detail::FifoLockState;
 using std::chrono::steady_clock;
 namespace json = boost::json;
 
+namespace {
+
+// dump peeks at these fields without the lock (fifo_lock_view), so their
+// writers, which hold it, store them atomically too: a plain store beside
+// an atomic load is a data race (ThreadSanitizer said so), even where x86-64
+// makes it harmless.
+template <class T>
+void publish(T& field, T value) noexcept {
+  std::atomic_ref<T>(field).store(value, std::memory_order_relaxed);
+}
+void publish(platform::ProcessIdentity& field, const platform::ProcessIdentity& value) noexcept {
+  publish(field.pid, value.pid);
+  publish(field.reserved, value.reserved);
+  publish(field.start_time, value.start_time);
+}
+
+}  // namespace
+
 // ---------------------------------------------------------------- LockModes
 
 namespace {
@@ -280,8 +298,9 @@ class Locked {
     std::uint32_t told = h_.conflicts[m] | (h_.capacity[m] != 0 ? 1u << m : 0u);
     sl.died = s_.died_modes & told;
     s_.died_modes &= ~told;
-    sl.token = ++s_.next_token;
-    sl.since_ns = detail::steady_ns();
+    publish(s_.next_token, s_.next_token + 1);
+    publish(sl.token, s_.next_token);
+    publish(sl.since_ns, detail::steady_ns());
     sl.state.store(detail::kSlotHeld, std::memory_order_relaxed);
     ++s_.held[m];
     if (was_waiting) {
@@ -466,12 +485,12 @@ std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_cloc
     auto fill = [&](std::uint32_t i) {
       auto& sl = L.slot(i);
       sl.word.store(detail::kWordWaiting, std::memory_order_relaxed);
-      sl.mode = static_cast<std::uint32_t>(m);
+      publish(sl.mode, static_cast<std::uint32_t>(m));
       sl.tid = tid;
-      sl.owner = self;
-      sl.token = 0;
+      publish(sl.owner, self);
+      publish(sl.token, std::uint64_t{0});
       sl.died = 0;
-      sl.since_ns = detail::steady_ns();
+      publish(sl.since_ns, detail::steady_ns());
     };
     auto take_slot = [&]() -> std::uint32_t {
       auto i = L.free_slot();
@@ -532,7 +551,8 @@ std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_cloc
     }
     index = take_slot();
     fill(index);
-    L.slot(index).ticket = ++s.next_ticket;
+    publish(s.next_ticket, s.next_ticket + 1);
+    publish(L.slot(index).ticket, s.next_ticket);
     L.slot(index).state.store(detail::kSlotWaiting, std::memory_order_relaxed);
     ++s.waiting;
     SHMSTATE_CRASH_POINT("fifo_lock.acquire.after_enqueue");
@@ -683,7 +703,7 @@ void init_fifo_lock(std::byte* p, const LockModes& modes, std::uint32_t slots, s
   s->header = {static_cast<std::uint32_t>(Kind::FifoLock), kFifoLockLayoutVersion};
   s->mode_count = static_cast<std::uint32_t>(modes.size());
   s->slot_count = slots;
-  s->next_token = next_token;
+  publish(s->next_token, next_token);
   s->mutex.init();
   for (std::size_t i = 0; i < modes.size(); ++i) {
     const auto& m = modes.modes()[i];
