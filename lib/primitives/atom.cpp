@@ -154,6 +154,7 @@ std::uint64_t AtomCore::version() const noexcept {
   return atom_version(state_->current.load(std::memory_order_acquire));
 }
 
+
 AtomSnapshot AtomCore::read() const {
   for (unsigned attempt = 0;; ++attempt) {
     std::uint64_t word = state_->current.load(std::memory_order_acquire);
@@ -168,10 +169,8 @@ AtomSnapshot AtomCore::read() const {
     // Stale numbers from a racing writer are possible; out-of-mapping reads are not.
     bool sane = length > 0 && length <= capacity && segment_.in_heap(offset, capacity);
     std::string bytes;
-    if (sane) bytes.assign(reinterpret_cast<const char*>(segment_.base + offset), length);
-    // The copy must be complete before we re-check the word (seqlock read side).
-    std::atomic_thread_fence(std::memory_order_acquire);
-    if (state_->current.load(std::memory_order_relaxed) != word) {
+    if (sane) seqlock_copy(bytes, segment_.base + offset, length);
+    if (seqlock_recheck(state_->current) != word) {
       if (attempt > 64) std::this_thread::yield();
       continue;  // a writer published meanwhile: the copy may be torn
     }

@@ -70,9 +70,8 @@ inline Stored stored(const shmstate::Segment& seg, std::string_view name) {
     Stored r;
     r.version = shmstate::detail::atom_version(word);
     r.in_heap = length > 0 && length <= capacity && impl.in_heap(offset, capacity);
-    if (r.in_heap) r.bytes.assign(reinterpret_cast<const char*>(impl.base + offset), length);
-    std::atomic_thread_fence(std::memory_order_acquire);
-    if (s.current.load(std::memory_order_relaxed) != word) continue;
+    if (r.in_heap) shmstate::detail::seqlock_copy(r.bytes, impl.base + offset, length);
+    if (shmstate::detail::seqlock_recheck(s.current) != word) continue;
     boost::system::error_code ec;
     if (r.in_heap) {
       r.value = shmstate::detail::parse_json_exact(r.bytes, ec);  // as readers do
