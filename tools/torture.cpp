@@ -19,8 +19,14 @@
 //     through <shmstate/testing.hpp>); the time ratio is printed, not judged;
 //   - segment space grows by at most kMaxBytesPerKill per kill;
 //   - the store file is valid JSON and its counter equals the acknowledged
-//     updates, give or take one per kill.
-// Kinds that land later add their operations here (the reliability issue).
+//     updates, give or take one per kill;
+//   - a Monitor is never held by two live processes at once (a witness word
+//     set after lock and after each wait, cleared before unlock and wait),
+//     wait always returns holding it, and after the run it is lockable
+//     within 1.5 s;
+//   - signals, fired one after another from a pool, never go back to unset;
+//     a wait on `a | b | Till` that says "set" has a or b set, one on
+//     `a & b` has both, and no wait outlasts its Till by more than 1 s.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -47,7 +53,9 @@
 #include <shmstate/atomic.hpp>
 #include <shmstate/error.hpp>
 #include <shmstate/fifo_lock.hpp>
+#include <shmstate/monitor.hpp>
 #include <shmstate/segment.hpp>
+#include <shmstate/signal.hpp>
 #include <shmstate/store.hpp>
 #if SHMSTATE_TEST_HOOKS
 #include <shmstate/testing.hpp>
@@ -66,6 +74,7 @@ namespace {
 constexpr int kMaxWorkers = 32;
 constexpr std::int64_t kBankTotal = 1'000'000;
 constexpr std::size_t kMaxBlob = 200'000;
+constexpr std::size_t kSignals = 96;  // the pool: workers fire them in order, about one a few ms
 // A worker killed inside an atom write can leak the block it had allocated
 // for the new value (the allocator cannot know the dead writer will never
 // publish it), at most one block of the largest size class a value takes:
@@ -195,6 +204,9 @@ struct World {
   std::vector<LockModes> modes;
   std::vector<Atomic<std::int64_t>> max_token;  // per lock
   std::vector<std::vector<Atomic<std::int64_t>>> witness;  // [lock][slot]: pid * 32 + mode + 1, or 0
+  shmstate::Monitor mon;
+  Atomic<std::int64_t> mon_holder;  // pid of the process inside the monitor, or 0
+  std::vector<shmstate::Signal> sigs;
 
   World(Segment s, int workers)
       : seg(std::move(s)),
@@ -205,7 +217,10 @@ struct World {
         bank(seg.atom("bank", json::object{{"a", kBankTotal}, {"b", 0}})),
         blob(seg.atom("blob", json::object{{"n", 0}, {"sum", fnv1a("")}, {"s", ""}})),
         changes(seg.atom("changes", 0)),
-        ref(seg.atomic_reference("ref", json::object{{"seq", 0}})) {
+        ref(seg.atomic_reference("ref", json::object{{"seq", 0}})),
+        mon(seg.monitor("mon", 2 * kMaxWorkers + 8)),
+        mon_holder(seg.atomic<std::int64_t>("mon.holder", 0)) {
+    for (std::size_t i = 0; i < kSignals; ++i) sigs.push_back(seg.signal("sig." + std::to_string(i)));
     for (int i = 0; i < workers; ++i) {
       acks.push_back(seg.atomic<std::int64_t>("ack." + std::to_string(i), 0));
       store_acks.push_back(seg.atomic<std::int64_t>("sack." + std::to_string(i), 0));
@@ -253,7 +268,7 @@ class Worker {
   std::uint64_t pick(std::uint64_t n) { return std::uniform_int_distribution<std::uint64_t>(0, n - 1)(rng_); }
 
   void step() {
-    switch (pick(9)) {
+    switch (pick(11)) {
       case 0:
         w_.counter.add_and_get(1);
         w_.acks[slot_].add_and_get(1);  // a kill between the two loses one ack
@@ -266,7 +281,54 @@ class Worker {
       case 6: w_.wake.wait_while_equal(w_.wake.get(), std::chrono::milliseconds(1 + pick(5))); break;
       case 7: w_.changes.wait_for_change(w_.changes.version(), std::chrono::milliseconds(1 + pick(5))); break;
       case 8: store(); break;
+      case 9: monitor(); break;
+      case 10: signals(); break;
     }
+  }
+
+  // Inside the monitor: nobody else alive is. A kill anywhere leaves the
+  // witness naming a dead pid, which the next holder ignores.
+  void enter_monitor() {
+    std::int64_t other = w_.mon_holder.get();
+    if (other != 0 && other != pid_ && !is_dead(static_cast<pid_t>(other)) && w_.mon_holder.get() == other)
+      violation("monitor held while pid " + std::to_string(other) + " holds it");
+    w_.mon_holder.set(pid_);
+  }
+
+  void monitor() {
+    auto g = w_.mon.lock_for(std::chrono::milliseconds(50 + pick(200)));
+    if (!g) return;
+    enter_monitor();
+    if (pick(2) == 0) {
+      w_.mon_holder.set(0);  // wait gives the monitor up
+      w_.mon.wait(*g, std::chrono::milliseconds(1 + pick(5)));
+      if (!g->held()) violation("monitor wait returned without holding the monitor");
+      enter_monitor();
+    }
+    if (pick(4) == 0) std::this_thread::sleep_for(std::chrono::microseconds(pick(1000)));
+    if (pick(3) == 0) w_.mon.notify_one();
+    w_.mon_holder.set(0);  // before the unlock: the next holder may look at once
+  }
+
+  void signals() {
+    // Fire the first pending one now and then, so the pool lasts the run.
+    std::size_t first = 0;
+    while (first < kSignals && w_.sigs[first].is_set()) ++first;
+    if (first < fired_seen_) violation("signal " + std::to_string(fired_seen_ - 1) + " went back to unset");
+    fired_seen_ = first;
+    if (first < kSignals && pick(100) == 0) w_.sigs[first].go();
+    std::size_t a = pick(kSignals), b = pick(kSignals);
+    auto till = std::chrono::milliseconds(1 + pick(5));
+    auto start = Clock::now();
+    if (pick(2) == 0) {
+      if ((w_.sigs[a] | w_.sigs[b] | shmstate::Till(till)).wait_for(2s) && !w_.sigs[a].is_set() &&
+          !w_.sigs[b].is_set() && Clock::now() - start < till)
+        violation("a | b | Till returned set before its Till with neither a nor b set");
+    } else {
+      if ((w_.sigs[a] & w_.sigs[b]).wait(shmstate::Till(till)) && (!w_.sigs[a].is_set() || !w_.sigs[b].is_set()))
+        violation("a & b returned set without both set");
+    }
+    if (Clock::now() - start > till + 1s) violation("a signal wait outlasted its Till by more than 1 s");
   }
 
   void check_bank(const json::value& v, const char* when) {
@@ -370,6 +432,7 @@ class Worker {
   pid_t pid_;
   std::int64_t last_seq_ = 0;
   std::int64_t last_token_[8] = {};
+  std::size_t fired_seen_ = 0;
 };
 
 // ---- parent ----
@@ -516,6 +579,9 @@ int main(int argc, char** argv) {
         }
       }
     }
+
+    // The monitor: lockable, no dead holder or waiter in the way.
+    if (!w.mon.lock_for(1500ms)) problems.push_back("monitor not granted within 1.5 s after the run");
 
     // The store: valid, and its counter within one per kill of the acks.
     {
