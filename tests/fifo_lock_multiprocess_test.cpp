@@ -275,8 +275,10 @@ TEST_CASE("a release wakes a waiter in another process well inside one wait slic
       got_ns->store(shmstate::detail::steady_ns());
       return 0;
     });
-    REQUIRE(test::eventually([&] { return test::queued(f.seg, "l") == 1; }));
-    std::int64_t released = shmstate::detail::steady_ns();  // just after the waiter began its slice
+    // Asleep in the kernel: a release before its sleep would change the word
+    // it sleeps on, and the wait would end without any FUTEX_WAKE.
+    REQUIRE(test::eventually([&] { return test::queued(f.seg, "l") == 1 && test::asleep_in_futex(waiter.pid()); }));
+    std::int64_t released = shmstate::detail::steady_ns();
     g.release();
     REQUIRE(waiter.exit_code_within(5s) == 0);
     best = std::min(best, got_ns->load() - released);

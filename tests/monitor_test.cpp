@@ -330,8 +330,8 @@ TEST_CASE("a wake reaches a waiter asleep in another process well inside one wai
   Fixture f;
   test::SharedMemory mem(sizeof(Board));
   auto* b = mem.as<Board>();
-  for (const char* how : {"unlock", "notify_one", "notify_all"}) {
-    CAPTURE(how);
+  for (std::string how : {"unlock", "notify_one", "notify_all"}) {
+    CAPTURE(how);  // a std::string: doctest prints a const char* as its address
     std::int64_t best = INT64_MAX;
     for (int attempt = 0; attempt < 3; ++attempt) {
       b->at_ns[0] = 0;
@@ -339,7 +339,7 @@ TEST_CASE("a wake reaches a waiter asleep in another process well inside one wai
       REQUIRE(test::eventually([&] { return f.waiting() == 1 && test::asleep_in_futex(w.pid()); }));
       std::this_thread::sleep_for(2ms);  // into its slice, not at its first look
       std::int64_t sent = shmstate::detail::steady_ns();
-      std::string h = how;
+      const std::string& h = how;
       if (h == "unlock") {
         auto g = f.m.lock();
         sent = shmstate::detail::steady_ns();

@@ -33,8 +33,11 @@ std::uint64_t signal_wake_count() noexcept;
 
 // Runs fn once, the next time a thread of this process arms an event count
 // (a waiter that has read the sequence and set its bit, and has not yet
-// re-checked its predicate; then fn is cleared). For tests of that re-check:
-// fn makes the predicate true without a notify (issue 12, item 2).
+// re-checked its predicate) or a one-shot word (a signal, local signal or
+// ProcessExit: the word read and its sleeper bit set); then fn is cleared.
+// For tests of that re-check: fn makes the predicate true without a notify
+// (issue 12, item 2). A wait arms its own words first, then its till's, in
+// order, so fn can also fire a part armed after the one that ran it.
 void after_next_arm(void (*fn)()) noexcept;
 
 }  // namespace shmstate::testing

@@ -8,6 +8,8 @@
 #if SHMSTATE_TEST_HOOKS
 #include <shmstate/testing.hpp>
 
+#include "platform/arm_hook.hpp"
+
 namespace shmstate {
 namespace {
 std::atomic<std::uint64_t> g_slow_notifies{0};
@@ -18,6 +20,11 @@ namespace testing {
 std::uint64_t slow_notify_count() noexcept { return g_slow_notifies.load(std::memory_order_relaxed); }
 void after_next_arm(void (*fn)()) noexcept { g_after_arm.store(fn, std::memory_order_seq_cst); }
 }  // namespace testing
+
+void detail::run_after_arm_hook() noexcept {
+  if (g_after_arm.load(std::memory_order_relaxed) != nullptr)
+    if (auto* fn = g_after_arm.exchange(nullptr, std::memory_order_seq_cst)) fn();
+}
 }  // namespace shmstate
 #endif
 
@@ -40,8 +47,7 @@ std::uint32_t EventCount::arm(std::uint32_t bit) noexcept {
   if ((waiters.load(std::memory_order_seq_cst) & bit) == 0 && !platform::is_read_only(this))
     waiters.fetch_or(bit, std::memory_order_seq_cst);
 #if SHMSTATE_TEST_HOOKS
-  if (g_after_arm.load(std::memory_order_relaxed) != nullptr)
-    if (auto* fn = g_after_arm.exchange(nullptr, std::memory_order_seq_cst)) fn();
+  run_after_arm_hook();
 #endif
   return s;
 }

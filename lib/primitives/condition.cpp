@@ -32,6 +32,7 @@
 #include <shmstate/testing.hpp>
 #endif
 
+#include "platform/arm_hook.hpp"
 #include "platform/futex.hpp"
 #include "platform/read_only.hpp"
 
@@ -70,6 +71,9 @@ std::uint32_t one_shot::arm(std::atomic<std::uint32_t>& word) noexcept {
   // sleeps while the word is v and sees a go() at the end of its slice.
   if ((v & kSleeper) == 0 && !platform::is_read_only(&word))
     v = word.fetch_or(kSleeper, std::memory_order_seq_cst) | kSleeper;
+#if SHMSTATE_TEST_HOOKS
+  run_after_arm_hook();
+#endif
   return v;
 }
 
