@@ -17,6 +17,7 @@
 #include <shmstate/inspect.hpp>
 #include <shmstate/monitor.hpp>
 #include <shmstate/segment.hpp>
+#include <shmstate/signal.hpp>
 #if SHMSTATE_TEST_HOOKS
 #include <shmstate/testing.hpp>
 #endif
@@ -515,3 +516,121 @@ TEST_CASE("crash points inside wait, unlock, notify and reclaim: survivors go on
   }
 }
 #endif  // SHMSTATE_TEST_HOOKS
+
+// ---- Waits that end on a signal (issue 9): wait(guard, till) ----
+
+namespace {
+
+// A child's wait(guard, please_stop | Till(30s)): 0 woken, 1 ended by
+// please_stop, 2 ended otherwise, 3 not holding after. It tells the parent it
+// holds the lock again (flag[i] = 1) and keeps it until phase1 says go on.
+int till_waiter_body(const Fixture& f, Board* b, int i) {
+  auto s = Segment::open(f.t.name());
+  auto stop = s.open_signal("please_stop");
+  auto m = s.open_monitor("m");
+  auto g = m.lock();
+  bool woke = m.wait(g, stop | shmstate::Till(30s));
+  if (!g.held()) return 3;
+  b->flag[i] = 1;
+  while (b->phase1.load() == 0) std::this_thread::sleep_for(1ms);
+  if (woke) return 0;
+  return stop.is_set() ? 1 : 2;
+}
+
+int go_from_another_process(const Fixture& f, const std::string& name) {
+  test::Child firer([&] {
+    Segment::open(f.t.name()).open_signal(name).go();
+    return 0;
+  });
+  return firer.exit_code_within(10s);
+}
+
+}  // namespace
+
+TEST_CASE("wait(guard, till): another process's go() ends it with false; it holds the lock again; the queue is clean") {
+  Fixture f;
+  f.seg.signal("please_stop");
+  test::SharedMemory mem(sizeof(Board));
+  auto* b = mem.as<Board>();
+  test::Child w([&] { return till_waiter_body(f, b, 0); });
+  REQUIRE(test::eventually([&] { return f.waiting() == 1 && test::asleep_in_futex(w.pid()); }));
+  // The parent holds the lock when go() comes: the waiter leaves the queue
+  // but cannot return before it holds the lock again.
+  auto g = f.m.lock();
+  CHECK(go_from_another_process(f, "please_stop") == 0);
+  CHECK(test::eventually([&] { return f.waiting() == 0 && f.slots_in_use() == 0; }));
+  std::this_thread::sleep_for(100ms);
+  CHECK(b->flag[0].load() == 0);  // still waiting to hold the lock again
+  g.release();
+  REQUIRE(test::eventually([&] { return b->flag[0].load() == 1; }));
+  CHECK_FALSE(f.m.try_lock().has_value());  // the waiter holds it for real
+  b->phase1 = 1;
+  CHECK(w.exit_code_within(10s) == 1);
+  CHECK(f.woken() == 0);
+  CHECK(f.m.try_lock().has_value());
+}
+
+TEST_CASE("wait(guard, till): a notify from another process returns true; please_stop stays unset") {
+  Fixture f;
+  auto stop = f.seg.signal("please_stop");
+  test::SharedMemory mem(sizeof(Board));
+  auto* b = mem.as<Board>();
+  b->phase1 = 1;
+  test::Child w([&] { return till_waiter_body(f, b, 0); });
+  REQUIRE(test::eventually([&] { return f.waiting() == 1 && test::asleep_in_futex(w.pid()); }));
+  test::Child notifier([&] {
+    f.open().notify_one();
+    return 0;
+  });
+  CHECK(notifier.exit_code_within(10s) == 0);
+  CHECK(w.exit_code_within(10s) == 0);
+  CHECK_FALSE(stop.is_set());
+  CHECK(f.slots_in_use() == 0);
+}
+
+TEST_CASE("wait(guard, Till(50ms)) in another process ends on time with false, holding the lock; DONE at once") {
+  Fixture f;
+  test::Child w([&] {
+    auto m = f.open();
+    auto g = m.lock();
+    auto start = Clock::now();
+    bool woke = m.wait(g, shmstate::Till(50ms));
+    auto took = Clock::now() - start;
+    if (woke || !g.held()) return 1;
+    if (took < 50ms) return 2;  // never early
+    if (took > 5s) return 3;    // not stuck (generous: a shared machine)
+    if (m.wait(g, shmstate::DONE) || !g.held()) return 4;
+    return 0;
+  });
+  CHECK(w.exit_code_within(10s) == 0);
+  CHECK(f.waiting() == 0);
+  CHECK(f.slots_in_use() == 0);
+  CHECK(f.m.try_lock().has_value());
+}
+
+TEST_CASE("wait(guard, till): a waiter SIGKILLed in it disturbs nobody; the next till waiter gets the passed-on wake") {
+  Fixture f;
+  f.seg.signal("please_stop");
+  test::SharedMemory mem(sizeof(Board));
+  auto* b = mem.as<Board>();
+  b->phase1 = 1;
+  {
+    test::Child dead([&] { return till_waiter_body(f, b, 0); });
+    REQUIRE(test::eventually([&] { return f.waiting() == 1 && test::asleep_in_futex(dead.pid()); }));
+    dead.kill();
+    dead.wait();
+  }
+  // live's wait() wakes the oldest waiter, the dead one: live, asleep on its
+  // word and please_stop's, passes that wake on to itself within a few slices.
+  test::Child live([&] { return till_waiter_body(f, b, 1); });
+  CHECK(live.exit_code_within(5s) == 0);
+  CHECK(f.waiting() == 0);
+  CHECK(f.woken() == 0);
+  // A later till waiter is ended by a go() as usual, and the lock is free.
+  test::Child late([&] { return till_waiter_body(f, b, 2); });
+  REQUIRE(test::eventually([&] { return f.waiting() == 1 && test::asleep_in_futex(late.pid()); }));
+  CHECK(go_from_another_process(f, "please_stop") == 0);
+  CHECK(late.exit_code_within(10s) == 1);
+  CHECK(f.slots_in_use() == 0);
+  CHECK(f.m.try_lock().has_value());
+}

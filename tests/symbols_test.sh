@@ -51,6 +51,7 @@ shmstate::AtomicReference::get() const
 shmstate::FifoLock::acquire()
 shmstate::LockModes::exclusive()
 shmstate::Monitor::wait_until(
+shmstate::Monitor::wait(shmstate::Monitor::Guard&, shmstate::Condition const&)
 shmstate::Monitor::Guard::release()
 shmstate::Segment::monitor(
 shmstate::Store::open(

@@ -89,6 +89,20 @@
 // mutex and read with acquire; the wake itself carries no data: read what
 // changed under the lock, which wait() holds again before returning.
 //
+// Waits that end on a signal (issue 9, mo-threads' `till=`): wait(guard, till)
+// is wait() whose sleep (step 4) ends when the signal or composition `till`
+// is set (`please_stop | Till(5s)`, a segment signal fired by any process)
+// instead of at a deadline. It returns true when woken, false when `till`
+// ended it; like every wait() it holds the lock again before returning, in
+// both cases. The wake is checked first: a waiter woken just as `till` fires
+// returns true (it used the wake), and a waiter that `till` ends leaves the
+// queue before any wake can pick it, as at a deadline (no wake is lost). One
+// sleep on the waiter slot's word and every word of `till` at once
+// (futex_waitv; no helper thread). A `till` already set still releases the
+// lock, wakes the oldest waiter and takes the lock again (the wait itself
+// returns at once, false). A waiter killed inside it is a dead waiter (see
+// "Death" below).
+//
 // Thread safety. Handles are cheap to copy; every member function may be
 // called from any thread. A Guard belongs to the thread that locked as far as
 // reentrancy checks go; wait() must be called by a thread of the process that
@@ -107,6 +121,8 @@
 #include <shmstate/segment.hpp>
 
 namespace shmstate {
+
+class Condition;
 
 namespace detail {
 struct MonitorHandle;
@@ -162,6 +178,11 @@ class SHMSTATE_API Monitor {
   bool wait(Guard& guard, std::chrono::nanoseconds timeout);
   bool wait_until(Guard& guard, std::chrono::steady_clock::time_point deadline);
   bool wait(Guard& guard);
+  // See "Waits that end on a signal" above: true when woken, false when
+  // `till` was set first; holds the lock again in both cases. Throws what
+  // wait() throws, and Corrupt if a segment signal in `till` is damaged (the
+  // waiter has left the queue and holds the lock again then).
+  bool wait(Guard& guard, const Condition& till);
 
   // Wake the oldest sleeping waiter / every sleeping waiter. Need not hold
   // the lock. Cheap (one load) when nobody waits.
@@ -179,6 +200,7 @@ class SHMSTATE_API Monitor {
   explicit Monitor(std::shared_ptr<detail::MonitorHandle> h) : h_(std::move(h)) {}
   Guard wrap(FifoLock::Guard g) const { return Guard(h_, std::move(g)); }
   std::optional<Guard> wrap(std::optional<FifoLock::Guard> g) const;
+  bool wait_impl(Guard& guard, std::chrono::steady_clock::time_point deadline, const Condition* till);
 
   std::shared_ptr<detail::MonitorHandle> h_;
 };

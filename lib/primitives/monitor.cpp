@@ -4,6 +4,7 @@
 #include "primitives/monitor.hpp"
 
 #include <algorithm>
+#include <exception>
 #include <charconv>
 #include <new>
 #include <thread>
@@ -18,6 +19,7 @@
 #include "platform/futex.hpp"
 #include "platform/read_only.hpp"
 #include "platform/system_error.hpp"
+#include "primitives/condition.hpp"
 #include "primitives/kind.hpp"
 #include "segment/segment_impl.hpp"
 
@@ -225,6 +227,13 @@ bool Monitor::wait(Guard& guard, std::chrono::nanoseconds timeout) {
 }
 
 bool Monitor::wait_until(Guard& guard, steady_clock::time_point deadline) {
+  return wait_impl(guard, deadline, nullptr);
+}
+bool Monitor::wait(Guard& guard, const Condition& till) {
+  return wait_impl(guard, steady_clock::time_point::max(), &till);
+}
+
+bool Monitor::wait_impl(Guard& guard, steady_clock::time_point deadline, const Condition* till) {
   auto& h = *h_;
   if (!guard.held() || guard.h_ == nullptr || guard.h_->s != h.s)
     throw Error(ErrorCode::InvalidArgument, h.where() + ": wait() needs a guard that holds this monitor");
@@ -271,14 +280,38 @@ bool Monitor::wait_until(Guard& guard, steady_clock::time_point deadline) {
     if (q.state_of(index) == detail::kWaiterFree || !same_process(w.owner, self))
       q.corrupt("this process's waiter slot " + std::to_string(index) + " was taken away");
   };
+  // With `till`, each slice sleeps on the slot's word and every word of
+  // `till` at once (detail::wait_any: futex_waitv, no helper thread).
+  const detail::ConditionNode* till_node = till != nullptr ? till->node().get() : nullptr;
   bool woken = false;
+  std::exception_ptr error;  // a damaged signal in `till`: leave, re-hold, throw
   for (;;) {
     if (w.word.load(std::memory_order_acquire) == detail::kWaiterWakeUp) {
       woken = true;
       break;
     }
     auto now = steady_clock::now();
-    if (now >= deadline) {
+    bool ended = now >= deadline;
+    bool slept_out = false;
+    if (!ended) {
+      auto slice_end = now + std::min<steady_clock::duration>(deadline - now, detail::kWaitSlice);
+      if (till_node == nullptr) {
+        slept_out = platform::futex_wait(w.word, detail::kWaiterAsleep, slice_end - now) ==
+                    platform::FutexResult::TimedOut;
+      } else {
+        try {
+          auto end = detail::wait_any([&] { return w.word.load(std::memory_order_acquire) == detail::kWaiterWakeUp; },
+                                      [&](detail::WaitSet& ws) { ws.add(w.word, detail::kWaiterAsleep); },
+                                      till_node, slice_end);
+          ended = end == detail::WaitEnd::Till;
+          slept_out = end == detail::WaitEnd::Timeout;
+        } catch (...) {
+          error = std::current_exception();
+          ended = true;
+        }
+      }
+    }
+    if (ended) {
       // Leave the queue, unless a wake picked this slot just now: then the
       // wake is this waiter's (it returns true) and no wake is lost.
       woken = with_queue(h, [&](Queue& q) {
@@ -289,9 +322,7 @@ bool Monitor::wait_until(Guard& guard, steady_clock::time_point deadline) {
       });
       break;
     }
-    auto slice = std::min<steady_clock::duration>(deadline - now, detail::kWaitSlice);
-    if (platform::futex_wait(w.word, detail::kWaiterAsleep, slice) == platform::FutexResult::TimedOut &&
-        w.word.load(std::memory_order_acquire) != detail::kWaiterWakeUp &&
+    if (slept_out && w.word.load(std::memory_order_acquire) != detail::kWaiterWakeUp &&
         h.s->woken.load(std::memory_order_relaxed) != 0) {
       // A slice without news while some wake is out: if it went to a waiter
       // that died before using it, pass it on.
@@ -327,6 +358,7 @@ bool Monitor::wait_until(Guard& guard, steady_clock::time_point deadline) {
   }
   SHMSTATE_CRASH_POINT("monitor.wait.after_reacquire");
   release_slot();
+  if (error) std::rethrow_exception(error);
   return woken;
 }
 
