@@ -58,6 +58,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <shmstate/segment.hpp>
@@ -165,6 +166,13 @@ struct Case {
   // 1 proc rows: at most this many operations per call of a Body (0: as
   // calibrated). For operations that use something up (see Bodies::prepare).
   std::uint64_t max_ops = 0;
+  // Rows whose figure is not the time per operation of a loop (a median or
+  // maximum over single waits, a fairness ratio): when set, it replaces
+  // setup and the rounds; it returns the candidate's and the baseline's
+  // figure (`quick`: a rough, short measurement), reported in the ns_per_op
+  // and baseline_ns_per_op fields with their ratio. The row's name says what
+  // the figure is when it is not nanoseconds.
+  std::function<std::pair<double, double>(Fixture&, bool quick)> direct = {};
 };
 
 }  // namespace shmstate_bench

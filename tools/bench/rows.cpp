@@ -8,6 +8,8 @@ std::vector<Case> all_cases() {
   atom_rows(cases);
   store_rows(cases);
   registry_rows(cases);
+  fifo_lock_rows(cases);
+  signal_rows(cases);
   return cases;
 }
 

@@ -13,6 +13,8 @@ void atomic_rows(std::vector<Case>& cases);
 void atom_rows(std::vector<Case>& cases);
 void store_rows(std::vector<Case>& cases);
 void registry_rows(std::vector<Case>& cases);
+void fifo_lock_rows(std::vector<Case>& cases);
+void signal_rows(std::vector<Case>& cases);
 
 // Every row, in the order bench runs and prints them.
 std::vector<Case> all_cases();
