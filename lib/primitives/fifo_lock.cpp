@@ -349,7 +349,7 @@ class Locked {
       if (st == detail::kSlotFree) continue;
       auto& sl = slots_[i];
       if (same_process(sl.owner, self)) continue;
-      if (min_age_ns != 0 && now - sl.since_ns < min_age_ns) continue;
+      if (min_age_ns != 0 && detail::age_ns(now, sl.since_ns) < min_age_ns) continue;
       if (!deaths.dead(sl.owner)) continue;
       if (st == detail::kSlotHeld) s_.died_modes |= 1u << sl.mode;
       free(i);
@@ -792,7 +792,7 @@ FifoLockView fifo_lock_view(const FifoLockHandle& h) {
     x.mode = m < h.modes.size() ? h.modes.modes()[m].name : "?" + std::to_string(m);
     x.token = peek(sl[i].token);
     x.ticket = peek(sl[i].ticket);
-    x.seconds = static_cast<double>(std::max<std::int64_t>(0, now - peek(sl[i].since_ns))) / 1e9;
+    x.seconds = static_cast<double>(detail::age_ns(now, peek(sl[i].since_ns))) / 1e9;
     (state == kSlotHeld ? v.holders : v.waiters).push_back(std::move(x));
   }
   std::sort(v.holders.begin(), v.holders.end(),

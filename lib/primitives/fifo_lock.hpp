@@ -143,6 +143,11 @@ std::int32_t current_tid() noexcept;
 
 // Steady-clock nanoseconds (CLOCK_MONOTONIC: the same clock in every process).
 std::int64_t steady_ns() noexcept;
+// now - since for a time read from shared memory: 0 when `since` is in the
+// future or damaged (a hostile word must not overflow the subtraction).
+inline std::int64_t age_ns(std::int64_t now, std::int64_t since) noexcept {
+  return since >= 0 && since < now ? now - since : 0;
+}
 
 // What dump shows of a lock's state, read without its mutex (dump must not
 // wait on a stuck holder): each field is read once, atomically; fields may be

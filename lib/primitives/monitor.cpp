@@ -117,7 +117,7 @@ class Queue {
         if (st == detail::kWaiterFree || (st == detail::kWaiterWaiting && !sleeping)) continue;
         auto& w = w_[i];
         if (same_process(w.owner, self)) continue;
-        if (st == detail::kWaiterWoken && now - w.since_ns < min_age_ns) continue;
+        if (st == detail::kWaiterWoken && detail::age_ns(now, w.since_ns) < min_age_ns) continue;
         if (!deaths.dead(w.owner)) continue;
         if (st == detail::kWaiterWoken && w.pass_on != 0) {
           if (auto j = oldest_waiting()) {

@@ -252,7 +252,8 @@ struct FairnessFigures {
 
 FairnessFigures fairness(Fixture& f, int procs, bool quick) {
   auto lock = f.segment.fifo_lock("bench.fifo.fair" + std::to_string(procs), shmstate::LockModes::exclusive());
-  auto [page, m] = in_shared_memory<RobustMutex>();
+  auto [page, mutex] = in_shared_memory<RobustMutex>();
+  RobustMutex* m = mutex;  // clang 14 cannot capture a structured binding
   m->init();
   const std::int64_t window = quick ? 100'000'000 : 1'000'000'000;
   std::vector<Contention> a, b;
