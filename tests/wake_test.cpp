@@ -24,12 +24,14 @@
 #include <shmstate/atom.hpp>
 #include <shmstate/atomic.hpp>
 #include <shmstate/fifo_lock.hpp>
+#include <shmstate/monitor.hpp>
 #include <shmstate/segment.hpp>
 #include <shmstate/signal.hpp>
 #if SHMSTATE_TEST_HOOKS
 #include <shmstate/testing.hpp>
 #endif
 
+#include "primitives/monitor.hpp"
 #include "support/fifo_lock_helpers.hpp"
 #include "support/proc.hpp"
 
@@ -253,6 +255,35 @@ TEST_CASE("FifoLock acquire blocked behind a holder is woken by the release well
           return sent;
         });
     MESSAGE(h << ": best release -> grant: " << best.count() / 1000 << " us");
+    CHECK(best < kPrompt);
+  }
+}
+
+TEST_CASE("Monitor wait(guard, till) in another process is woken by notify_one, or ended by till's go(), well inside one slice") {
+  test::TempSegment t("wake");
+  Segment seg = Segment::create(t.name());
+  auto m = seg.monitor("m", 8);
+  auto waiting = [&] { return shmstate::detail::MonitorAccess::handle(m)->s->waiting.load() == 1; };
+  for (std::string how : {"notify_one", "till"}) {
+    CAPTURE(how);
+    auto best = best_wake(
+        [&](int i) { seg.signal("m-stop" + how + std::to_string(i)); },
+        [&](int i) {
+          Segment s = Segment::open(t.name());
+          auto mine = s.open_monitor("m");
+          auto g = mine.lock();
+          bool woken = mine.wait(g, s.open_signal("m-stop" + how + std::to_string(i)) | Till(20s));
+          if (!g.held()) return 3;
+          return woken == (how == "notify_one") ? 0 : 1;
+        },
+        waiting,
+        [&](int i) {
+          auto sent = stamp();
+          if (how == "notify_one") m.notify_one();
+          else seg.open_signal("m-stop" + how + std::to_string(i)).go();
+          return sent;
+        });
+    MESSAGE(how << ": best -> return: " << best.count() / 1000 << " us");
     CHECK(best < kPrompt);
   }
 }
