@@ -15,8 +15,8 @@
 //                 a | NEVER is a, a & DONE is a, a & NEVER is NEVER.
 //
 // Waiting blocks without polling: the wait arms and sleeps on every futex
-// word involved at once (futex_waitv, up to 128 words; more are re-checked
-// every 10 ms) with the nearest Till deadline as the timeout, in bounded
+// word involved at once (futex_waitv, up to 128 words; beyond that helper
+// threads of this process sleep on the rest, 127 words each) with the nearest Till deadline as the timeout, in bounded
 // slices (100 ms) so that a firer killed between its store and its wake is
 // noticed within a slice.
 //

@@ -31,6 +31,16 @@ std::uint64_t slow_notify_count() noexcept;
 // signals and ProcessExits) found the sleeper bit set and paid a FUTEX_WAKE.
 std::uint64_t signal_wake_count() noexcept;
 
+// How many passes the watch dispatcher thread of this process has begun
+// (each: arm every watched word, deliver, sleep). A dispatcher that sleeps
+// while nothing changes makes no pass then (issue 13).
+std::uint64_t dispatcher_pass_count() noexcept;
+
+// How many passes this process's waits (detail::wait_any: Condition waits,
+// and every wait with a `till`) have begun, each one sleep on all its words
+// at once; a wait that polls makes one pass per poll (issue 13).
+std::uint64_t wait_pass_count() noexcept;
+
 // Runs fn once, the next time a thread of this process arms an event count
 // (a waiter that has read the sequence and set its bit, and has not yet
 // re-checked its predicate) or a one-shot word (a signal, local signal or

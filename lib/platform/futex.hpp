@@ -26,9 +26,14 @@ FutexResult futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t exp
                        std::chrono::nanoseconds timeout) noexcept;
 
 // Sleeps until any of `words[i]` != `expected[i]`, a wake on any of them, or
-// the timeout (at most 128 words; futex_waitv, Linux 5.16+). Returns
-// Unsupported... as TimedOut after sleeping min(timeout, 10 ms) on a kernel
-// without futex_waitv, so callers that re-check in a loop still work.
+// the timeout: one futex_waitv (Linux 5.16+) for up to 128 words. More words
+// are split into parts of 127: the caller sleeps on the first part, helper
+// threads of this process (made on demand, kept for later waits) on the
+// others, each part also on a process-local word that the first part to
+// return sets and wakes (futex.cpp). A word in a helper's part thus reaches
+// the caller through two wake-ups. On a kernel without futex_waitv, or when
+// no helper thread can be made, it sleeps at most 10 ms and returns
+// TimedOut, so callers that re-check in a loop still work.
 FutexResult futex_wait_any(const std::atomic<std::uint32_t>* const* words, const std::uint32_t* expected,
                            unsigned count, std::chrono::nanoseconds timeout) noexcept;
 

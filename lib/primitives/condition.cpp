@@ -479,10 +479,19 @@ const std::shared_ptr<ConditionNode>& never_node() {
   return n;
 }
 
+#if SHMSTATE_TEST_HOOKS
+namespace {
+std::atomic<std::uint64_t> g_wait_passes{0};
+}
+#endif
+
 WaitEnd wait_any(const std::function<bool()>& done, const std::function<void(WaitSet&)>& arm_own,
                  const ConditionNode* till, Clock::time_point deadline) {
   WaitSet ws;
   for (;;) {
+#if SHMSTATE_TEST_HOOKS
+    g_wait_passes.fetch_add(1, std::memory_order_relaxed);
+#endif
     if (done()) return WaitEnd::Done;
     if (till != nullptr && till->is_set()) return WaitEnd::Till;
     ws.clear();
@@ -610,6 +619,7 @@ ProcessExit::ProcessExit(pid_t pid) : Condition(exit_node(pid)) {}
 std::uint64_t testing::signal_wake_count() noexcept {
   return detail::g_signal_wakes.load(std::memory_order_relaxed);
 }
+std::uint64_t testing::wait_pass_count() noexcept { return detail::g_wait_passes.load(std::memory_order_relaxed); }
 #endif
 
 }  // namespace shmstate

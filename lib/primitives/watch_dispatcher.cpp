@@ -1,7 +1,14 @@
 // The per-process thread that delivers other processes' atom changes to this
 // process's watches. It sleeps on the event counts of every watched atom at
-// once (futex_waitv) plus a process-local "epoch" word that is bumped when the
-// watched set changes or a writer asks for a re-check.
+// once (futex_wait_any: one futex_waitv up to 128 words, helper threads for
+// the words beyond, issue 13) plus a process-local "epoch" word that is
+// bumped when the watched set changes or a writer asks for a re-check.
+//
+// While nothing changes it sleeps: one timed re-check per kQuietSlice, which
+// bounds how late a change is delivered whose notifier was killed between
+// publishing it and waking (the wake never comes). When a watched word lies
+// in a read-only mapping (no sleeper bit can be set there, so no notifier
+// wakes for it) it re-checks every kWaitSlice, as other waiters there do.
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,12 +16,23 @@
 #include <vector>
 
 #include "platform/futex.hpp"
+#include "platform/read_only.hpp"
 #include "primitives/atom_core.hpp"
 #include "primitives/condition.hpp"
+
+#if SHMSTATE_TEST_HOOKS
+#include <shmstate/testing.hpp>
+#endif
 
 namespace shmstate::detail {
 
 namespace {
+
+constexpr std::chrono::seconds kQuietSlice{1};
+
+#if SHMSTATE_TEST_HOOKS
+std::atomic<std::uint64_t> g_dispatcher_passes{0};
+#endif
 
 struct Dispatcher {
   explicit Dispatcher(pid_t p) : pid(p) {}
@@ -49,6 +67,9 @@ void run(Dispatcher* d) {
   std::vector<std::shared_ptr<DispatchSource>> sources;
   WaitSet ws;
   for (;;) {
+#if SHMSTATE_TEST_HOOKS
+    g_dispatcher_passes.fetch_add(1, std::memory_order_relaxed);
+#endif
     std::uint32_t epoch = d->epoch.load(std::memory_order_seq_cst);
     {
       std::lock_guard<std::mutex> g(d->mu);
@@ -91,7 +112,9 @@ void run(Dispatcher* d) {
       std::erase_if(d->sources, [&](auto& s) { return std::find(done.begin(), done.end(), s.get()) != done.end(); });
       continue;
     }
-    platform::futex_wait_any(words.data(), seen.data(), static_cast<unsigned>(words.size()), kWaitSlice);
+    bool read_only = std::any_of(words.begin(), words.end(), [](auto* w) { return platform::is_read_only(w); });
+    platform::futex_wait_any(words.data(), seen.data(), static_cast<unsigned>(words.size()),
+                             read_only ? std::chrono::nanoseconds(kWaitSlice) : std::chrono::nanoseconds(kQuietSlice));
   }
 }
 
@@ -147,3 +170,9 @@ void dispatcher_watch_source(std::shared_ptr<DispatchSource> source) {
 void dispatcher_poke() noexcept { bump(dispatcher()); }
 
 }  // namespace shmstate::detail
+
+#if SHMSTATE_TEST_HOOKS
+std::uint64_t shmstate::testing::dispatcher_pass_count() noexcept {
+  return shmstate::detail::g_dispatcher_passes.load(std::memory_order_relaxed);
+}
+#endif

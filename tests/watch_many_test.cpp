@@ -1,0 +1,258 @@
+// Waiting on many objects without polling (issue 13): watches and waits on
+// more words than one futex_waitv takes (128), across segments and processes.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/json.hpp>
+
+#include <shmstate/atom.hpp>
+#include <shmstate/atomic.hpp>
+#include <shmstate/segment.hpp>
+#include <shmstate/signal.hpp>
+
+#include "support/atom_helpers.hpp"
+#include "support/proc.hpp"
+
+#if SHMSTATE_TEST_HOOKS  // the pass counters and slow_notify_count need -Dtest_hooks=true
+#include <shmstate/testing.hpp>
+
+using namespace std::chrono_literals;
+using shmstate::Atom;
+using shmstate::Condition;
+using shmstate::Segment;
+using Clock = std::chrono::steady_clock;
+namespace json = boost::json;
+
+namespace {
+
+constexpr int kSegments = 3;
+constexpr int kAtoms = 1000;
+// Well inside one wait slice: a wake that only a timed re-check found would
+// come a slice (100 ms) late.
+constexpr auto kPrompt = shmstate::detail::kWaitSlice / 4;
+
+json::value counter(std::int64_t n) { return json::object{{"n", n}}; }
+std::string atom_name(int i) { return "a" + std::to_string(i); }
+
+// Atom i lives in segment i % kSegments.
+struct ManyAtoms {
+  std::vector<std::unique_ptr<test::TempSegment>> names;
+  std::vector<Segment> segments;
+  std::vector<Atom> atoms;
+
+  ManyAtoms() {
+    for (int s = 0; s < kSegments; ++s) {
+      names.push_back(std::make_unique<test::TempSegment>("watch-many"));
+      segments.push_back(Segment::create(names.back()->name(), {.size = 4 << 20, .max_objects = 512}));
+    }
+    for (int i = 0; i < kAtoms; ++i) atoms.push_back(segments[i % kSegments].atom(atom_name(i), counter(0)));
+  }
+  std::vector<Atom> open_all() const {
+    std::vector<Segment> mine;
+    for (auto& n : names) mine.push_back(Segment::open(n->name()));
+    std::vector<Atom> out;
+    for (int i = 0; i < kAtoms; ++i) out.push_back(mine[i % kSegments].open_atom(atom_name(i)));
+    return out;
+  }
+};
+
+// One atom's deliveries; the first violation of the chain (each event starts
+// where the previous ended, values are their versions) is kept.
+struct Chain {
+  std::mutex mu;
+  std::uint64_t last = 0;
+  std::string problem;
+  void add(const shmstate::WatchEvent& e) {
+    std::lock_guard<std::mutex> g(mu);
+    if (!problem.empty()) return;
+    if (e.old_version != last || e.new_version <= e.old_version)
+      problem = std::to_string(e.old_version) + "->" + std::to_string(e.new_version) + " after " + std::to_string(last);
+    else if (atomtest::n_of(e.new_value) != static_cast<std::int64_t>(e.new_version) ||
+             atomtest::n_of(e.old_value) != static_cast<std::int64_t>(e.old_version))
+      problem = "values are not their versions at " + std::to_string(e.new_version);
+    last = e.new_version;
+  }
+  std::uint64_t delivered() {
+    std::lock_guard<std::mutex> g(mu);
+    return last;
+  }
+};
+
+std::int64_t stamp() { return Clock::now().time_since_epoch().count(); }  // CLOCK_MONOTONIC: one clock for all
+
+}  // namespace
+
+TEST_CASE("1,000 watched atoms in 3 segments: another process's random changes all arrive in order, none lost, "
+          "and the dispatcher sleeps while nothing changes") {
+  ManyAtoms m;
+  std::vector<std::unique_ptr<Chain>> chains;
+  for (int i = 0; i < kAtoms; ++i) {
+    chains.push_back(std::make_unique<Chain>());
+    Chain* c = chains.back().get();
+    m.atoms[i].add_watch("t", [c](const shmstate::WatchEvent& e) { c->add(e); });
+  }
+  constexpr int kChanges = 4000;
+  test::Child writer([&] {
+    std::vector<Atom> atoms = m.open_all();
+    std::mt19937 rng(13);
+    for (int k = 0; k < kChanges; ++k) {
+      atoms[rng() % kAtoms].swap(atomtest::increment);
+      if (k % 16 == 0) std::this_thread::sleep_for(std::chrono::microseconds(rng() % 500));
+    }
+    return 0;
+  });
+  REQUIRE(writer.exit_code_within(60s) == 0);
+  std::uint64_t total = 0;
+  for (auto& a : m.atoms) total += a.version();
+  CHECK(total == kChanges);
+  // Every atom's watch reaches its final version, by a chain of events.
+  CHECK(test::eventually([&] {
+    for (int i = 0; i < kAtoms; ++i)
+      if (chains[i]->delivered() != m.atoms[i].version()) return false;
+    return true;
+  }));
+  for (int i = 0; i < kAtoms; ++i) {
+    INFO("atom " << i);
+    CHECK(chains[i]->problem == "");
+    CHECK(chains[i]->delivered() == m.atoms[i].version());
+  }
+
+  // Quiet: the dispatcher sleeps (no timed re-check in 300 ms but at most
+  // the one per second that covers a killed notifier; the 10 ms polling of
+  // old made 30 passes).
+  std::this_thread::sleep_for(50ms);
+  auto passes = shmstate::testing::dispatcher_pass_count();
+  std::this_thread::sleep_for(300ms);
+  CHECK(shmstate::testing::dispatcher_pass_count() - passes <= 1);
+
+  // And wakes promptly: a change by another process to the last atom of
+  // each segment (the last words of the dispatcher's wait) is delivered
+  // well inside one wait slice (best of 3: the machine may be busy).
+  for (int i = kAtoms - kSegments; i < kAtoms; ++i) {
+    auto best = Clock::duration::max();
+    for (int attempt = 0; attempt < 3 && best >= kPrompt; ++attempt) {
+      std::uint64_t v = m.atoms[i].version();
+      REQUIRE(test::eventually([&] { return chains[i]->delivered() == v; }));
+      std::this_thread::sleep_for(20ms);  // the dispatcher is back asleep
+      test::SharedMemory mem;
+      auto* t_swap = mem.as<std::atomic<std::int64_t>>();
+      test::Child one([&] {
+        auto atoms = m.open_all();
+        t_swap->store(stamp());
+        atoms[i].swap(atomtest::increment);
+        return 0;
+      });
+      REQUIRE(one.exit_code_within(30s) == 0);
+      REQUIRE(test::eventually([&] { return chains[i]->delivered() == v + 1; }));
+      auto t_seen = stamp();
+      best = std::min(best, Clock::duration(t_seen - t_swap->load()));
+    }
+    INFO("atom " << i);
+    CHECK(best < kPrompt);
+  }
+}
+
+namespace {
+
+// A 200-way | of segment signals (200 one-shot words: the caller's futex_waitv
+// holds 127 of them, a helper thread the rest).
+struct ManySignals {
+  test::TempSegment name{"watch-many"};
+  Segment seg = Segment::create(name.name(), {.size = 1 << 20, .max_objects = 256});
+  std::vector<shmstate::Signal> signals;
+  Condition any = shmstate::NEVER;
+  ManySignals() {
+    for (int i = 0; i < 200; ++i) {
+      signals.push_back(seg.signal("s" + std::to_string(i)));
+      any = any | signals.back();
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a wait on a 200-way | of segment signals wakes when another process fires one, without polling") {
+  int which = 0;
+  SUBCASE("a word the waiter sleeps on itself") { which = 3; }
+  SUBCASE("a word a helper thread sleeps on") { which = 199; }
+  bool with_till = false;
+  SUBCASE("Condition::wait_for") { with_till = false; }
+  SUBCASE("Atomic::wait_while_equal(old, till)") { with_till = true; }
+  ManySignals m;
+  auto x = m.seg.atomic<std::int64_t>("x", 0);
+  test::SharedMemory mem;
+  auto* t_go = mem.as<std::atomic<std::int64_t>>();
+  test::Child firer([&] {
+    auto sig = Segment::open(m.name.name()).open_signal("s" + std::to_string(which));
+    std::this_thread::sleep_for(400ms);
+    t_go->store(stamp());
+    sig.go();
+    return 0;
+  });
+  auto passes = shmstate::testing::wait_pass_count();
+  auto t0 = Clock::now();
+  if (with_till) {
+    CHECK_FALSE(x.wait_while_equal(0, m.any));  // ended by the till, not by x
+  } else {
+    CHECK(m.any.wait_for(30s));
+  }
+  auto t_back = stamp();
+  auto took = Clock::now() - t0;
+  passes = shmstate::testing::wait_pass_count() - passes;
+  REQUIRE(firer.exit_code_within(30s) == 0);
+  REQUIRE(t_go->load() != 0);
+  CHECK(m.signals[which].is_set());
+  // One pass per wait slice at most, plus the one that ends the wait (the
+  // 10 ms polling of old made about 40).
+  auto slices = static_cast<std::uint64_t>(took / shmstate::detail::kWaitSlice);
+  INFO("passes: " << passes << " in " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                  << " ms");
+  CHECK(passes <= slices + 2);
+  INFO("wake latency " << (t_back - t_go->load()) / 1000 << " us");
+  CHECK(Clock::duration(t_back - t_go->load()) < kPrompt);
+}
+
+TEST_CASE("a watcher of 300 atoms SIGKILLed while its dispatcher sleeps costs later writers at most one slow notify "
+          "per atom") {
+  test::TempSegment t("watch-many");
+  Segment seg = Segment::create(t.name(), {.size = 4 << 20, .max_objects = 512});
+  std::vector<Atom> atoms;
+  for (int i = 0; i < 300; ++i) atoms.push_back(seg.atom(atom_name(i), counter(0)));
+  test::Child watcher([&] {
+    auto mine = Segment::open(t.name());
+    std::vector<Atom> w;
+    for (int i = 0; i < 300; ++i) {
+      w.push_back(mine.open_atom(atom_name(i)));
+      w.back().add_watch("w", [](const shmstate::WatchEvent&) {});
+    }
+    ::pause();  // killed by the parent
+    return 0;
+  });
+  // Every atom's event count armed by the watcher's dispatcher, asleep.
+  REQUIRE(test::eventually([&] {
+    for (int i = 0; i < 300; ++i)
+      if (atomtest::atom_state(seg, atom_name(i)).changes.waiters.load() == 0) return false;
+    return true;
+  }));
+  REQUIRE(test::eventually([&] { return test::asleep_in_futex(watcher.pid()); }));
+  std::this_thread::sleep_for(20ms);
+  watcher.kill();
+  watcher.wait();
+  auto before = shmstate::testing::slow_notify_count();
+  for (int round = 0; round < 10; ++round)
+    for (auto& a : atoms) a.swap(atomtest::increment);
+  CHECK(shmstate::testing::slow_notify_count() - before <= 300);
+  for (int i = 0; i < 300; ++i) CHECK(atomtest::atom_state(seg, atom_name(i)).changes.waiters.load() == 0);
+}
+
+#endif  // SHMSTATE_TEST_HOOKS
