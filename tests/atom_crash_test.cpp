@@ -106,6 +106,7 @@ struct Point {
   const char* name;
   bool published;       // the change is visible after a crash here
   bool needs_growth;    // reached only when the target buffer must grow
+  bool from_free_list;  // reached only when the grown buffer's block comes from a free list
 };
 #endif  // SHMSTATE_TEST_HOOKS
 
@@ -115,9 +116,11 @@ struct Point {
 
 TEST_CASE("a writer dying at each crash point leaves exactly the old or the new value") {
   const Point points[] = {
-      {"atom.after_lock", false, false},   {"atom.after_allocate", false, true},
-      {"atom.after_write", false, false},  {"atom.after_publish", true, false},
-      {"blocks.before_push", false, true},
+      {"atom.after_lock", false, false, false},     {"atom.after_allocate", false, true, false},
+      {"atom.after_write", false, false, false},    {"atom.after_publish", true, false, false},
+      {"blocks.before_push", false, true, false},   {"blocks.after_bump", false, true, false},
+      {"blocks.after_pop", false, true, true},      {"blocks.after_claim", false, true, true},
+      {"atom.after_allocate", false, true, true},
   };
   int cases = 0;
   for (const Point& point : points) {
@@ -138,6 +141,14 @@ TEST_CASE("a writer dying at each crash point leaves exactly the old or the new 
         // A big new value forces the target buffer (which holds a small
         // block after the warm-up) to be reallocated, and the old block freed.
         const json::value new_value = padded(3, grow ? 20'000 : 110, 3);
+        if (point.from_free_list) {
+          // A free 32 KB block for the grown buffer: "spare" outgrows its
+          // buffer of that class, which goes to the free list.
+          Atom spare = seg.atom("spare", padded(0, 20'000, 4));
+          spare.reset(padded(1, 20'000, 5));
+          spare.reset(padded(2, 40'000, 6));
+          REQUIRE(seg.impl().header->free_heads[9].load() != 0);  // 2^(9+6) = 32 KB
+        }
 
         // This process never reads before the crash, so the reads below parse
         // the segment rather than a cached value.
@@ -193,7 +204,7 @@ TEST_CASE("a writer dying at each crash point leaves exactly the old or the new 
       }
     }
   }
-  CHECK(cases == 32);
+  CHECK(cases == 48);
 }
 
 TEST_CASE("an AtomicReference writer dying mid-set leaves the old or the new value") {

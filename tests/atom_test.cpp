@@ -788,14 +788,20 @@ TEST_CASE_FIXTURE(Fixture, "only JSON every process can read back is stored: dee
   CHECK(stored(seg, "a").value == json::value("h\xc3\xa9llo \xf0\x9f\x98\x80"));
 }
 
-TEST_CASE_FIXTURE(Fixture, "a damaged inactive buffer descriptor is replaced, not trusted: reset still works") {
+TEST_CASE_FIXTURE(Fixture, "a damaged inactive buffer descriptor is refused, not followed: Corrupt, nothing written") {
   Atom a = seg.atom("a", counter(1));
   auto& s = atomtest::atom_state(seg, "a");
   auto& inactive = s.buffers[shmstate::detail::atom_buffer(s.current.load()) ^ 1];
   inactive.offset.store(std::uint64_t{1} << 50);  // far outside the segment
   inactive.capacity.store(std::uint64_t{1} << 62);  // doubling it would overflow
+  CHECK(error_code([&] { a.reset(counter(2)); }) == ErrorCode::Corrupt);
+  CHECK(error_code([&] { a.swap(increment); }) == ErrorCode::Corrupt);
+  CHECK(a.version() == 0);
+  CHECK(stored(seg, "a").value == counter(1));  // the value stays readable
+  // A descriptor that says "no block" (capacity 0: a writer died while
+  // replacing it) is a new block's place, whatever its offset says.
+  inactive.capacity.store(0);
   CHECK(*a.reset(counter(2)) == counter(2));
-  CHECK(stored(seg, "a").value == counter(2));
   for (int i = 3; i < 8; ++i) CHECK(*a.swap(increment) == counter(i));
   CHECK(stored(seg, "a").value == counter(7));
 }

@@ -3,20 +3,27 @@
 // holds an offset, a length or a word readers follow, one subcase each. Each
 // gives Error(Corrupt) naming the segment (and the object), from the library
 // and from the CLI as another process, never a crash; a write never follows
-// it into another object.
+// it into another object (damaged allocator data: the other object's bytes
+// are compared before and after; a damaged free list is dropped, not used).
 //
 // The fields (keep this list in step with lib/segment/layout.hpp and
 // lib/primitives/atom_state.hpp):
 //   SegmentHeader  header_size, size, registry_offset, registry_capacity,
 //                  index_offset, index_capacity, registry_used, heap_begin, heap_top
+//                  free_heads[c] (pointing at another object's block or state)
 //   RegistryEntry  offset, size
-//   AtomState      current (all ones), active buffer's offset, capacity, length
+//   AtomState      current (all ones), active buffer's offset, capacity, length;
+//                  inactive buffer's offset (and capacity) pointing at another
+//                  object's block or state, or at its own active block
 //   AtomicState<bool>  value byte (neither 0 nor 1)
+//   BlockHeader    tag, klass, state, owner (of an atom's active and inactive
+//                  block), next (of a free block)
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <bit>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -40,6 +47,7 @@
 #include "support/proc.hpp"
 
 using namespace std::chrono_literals;
+using shmstate::Atom;
 using shmstate::ErrorCode;
 using shmstate::Segment;
 namespace d = shmstate::detail;
@@ -225,4 +233,196 @@ TEST_CASE("a bool's value byte other than 0 or 1: the library reads true, CLI an
   auto r = test::shm({"get", t.name(), "flag"});
   CHECK_MESSAGE(r.status == 0, test::describe(r));
   CHECK(r.out == "false\n");
+}
+
+// ---- damaged allocator data: writes never follow it into another object ----
+
+namespace {
+
+std::string raw(const Segment& seg, std::uint64_t offset, std::uint64_t bytes) {
+  return std::string(reinterpret_cast<const char*>(seg.impl().base + offset), bytes);
+}
+
+// The block of the atom `name`'s buffer `which` (0/1 as stored, or the
+// active/inactive one).
+const d::AtomBuffer& buffer_of(const Segment& seg, const std::string& name, bool active) {
+  auto& s = atomtest::atom_state(seg, name);
+  return s.buffers[d::atom_buffer(s.current.load()) ^ (active ? 0u : 1u)];
+}
+
+std::uint64_t buffer_field(const Segment& seg, const std::string& name, bool active, std::size_t field) {
+  auto& s = atomtest::atom_state(seg, name);
+  const unsigned b = d::atom_buffer(s.current.load()) ^ (active ? 0u : 1u);
+  return seg.find(name)->offset + offsetof(d::AtomState, buffers) + b * sizeof(d::AtomBuffer) + field;
+}
+
+unsigned class_of(std::uint64_t capacity) { return static_cast<unsigned>(std::countr_zero(capacity)) - d::kMinBlockShift; }
+
+// What must not change: another atom's value and its blocks' bytes, and an
+// Atomic's value and state bytes.
+struct Bystanders {
+  const Segment& seg;
+  std::string other_value_bytes, other_state_bytes, counter_state_bytes;
+  std::uint64_t other_offset, other_capacity;
+  explicit Bystanders(const Segment& s) : seg(s) {
+    const auto& b = buffer_of(seg, "other", true);
+    other_offset = b.offset.load();
+    other_capacity = b.capacity.load();
+    other_value_bytes = raw(seg, other_offset - d::kBlockHeaderSize, other_capacity + d::kBlockHeaderSize);
+    other_state_bytes = raw(seg, seg.find("other")->offset, sizeof(d::AtomState));
+    counter_state_bytes = raw(seg, seg.find("counter")->offset, seg.find("counter")->size);
+  }
+  void unchanged() const {
+    CHECK(raw(seg, other_offset - d::kBlockHeaderSize, other_capacity + d::kBlockHeaderSize) == other_value_bytes);
+    CHECK(raw(seg, seg.find("other")->offset, sizeof(d::AtomState)) == other_state_bytes);
+    CHECK(raw(seg, seg.find("counter")->offset, seg.find("counter")->size) == counter_state_bytes);
+    CHECK(atomtest::stored(seg, "other").value == json::value(atomtest::filler(100, 1)));
+    CHECK(seg.open_atomic<std::int64_t>("counter").get() == 7);
+  }
+};
+
+// A segment with the bystanders, and an atom "victim" whose both buffers
+// hold blocks (the inactive one the value of version 0).
+Segment allocator_damage_segment(const test::TempSegment& t) {
+  Segment seg = Segment::create(t.name(), {.size = 256 * 1024, .mode = 0600, .max_objects = 8});
+  seg.atomic<std::int64_t>("counter", 7);
+  seg.atom("other", json::value(atomtest::filler(100, 1)));  // a 128-byte block
+  seg.atom("victim", json::value(atomtest::filler(90, 2)));  // 128-byte blocks too
+  seg.open_atom("victim").reset(json::value(atomtest::filler(90, 3)));
+  return seg;
+}
+
+// Every way to write the victim says Corrupt, names it, and writes nothing.
+void victim_writes_refused(const test::TempSegment& t, Segment& seg, const Bystanders& by) {
+  const std::string where = "segment '" + t.name() + "', object 'victim'";
+  const json::value before = atomtest::stored(seg, "victim").value;
+  const std::uint64_t version = atomtest::stored(seg, "victim").version;
+  says_corrupt([&] { seg.open_atom("victim").reset(json::value(atomtest::filler(80, 4))); }, where);
+  says_corrupt([&] { seg.open_atom("victim").swap([](const json::value&) { return json::value(5); }); }, where);
+  cli_says_corrupt({{"set", t.name(), "victim", "\"" + atomtest::filler(80, 5) + "\""},
+                    {"swap", t.name(), "victim", "--", "cat"}},
+                   where);
+  CHECK(atomtest::stored(seg, "victim").value == before);
+  CHECK(atomtest::stored(seg, "victim").version == version);
+  by.unchanged();
+}
+
+}  // namespace
+
+TEST_CASE("an atom's inactive buffer pointing at another object: set, swap and reset say Corrupt, write nothing") {
+  test::TempSegment t("damage");
+  Segment seg = allocator_damage_segment(t);
+  Bystanders by(seg);
+  const std::uint64_t offset_field = buffer_field(seg, "victim", false, offsetof(d::AtomBuffer, offset));
+  SUBCASE("another atom's value block") { poke<std::uint64_t>(t, offset_field, by.other_offset); }
+  SUBCASE("another atom's state") { poke<std::uint64_t>(t, offset_field, seg.find("other")->offset); }
+  SUBCASE("an Atomic's state") { poke<std::uint64_t>(t, offset_field, seg.find("counter")->offset); }
+  SUBCASE("its own active block") {
+    poke<std::uint64_t>(t, offset_field, buffer_of(seg, "victim", true).offset.load());
+  }
+  SUBCASE("another atom's block, with that block's capacity") {
+    poke<std::uint64_t>(t, offset_field, by.other_offset);
+    poke<std::uint64_t>(t, buffer_field(seg, "victim", false, offsetof(d::AtomBuffer, capacity)), by.other_capacity);
+  }
+  victim_writes_refused(t, seg, by);
+  if (by.other_offset == buffer_of(seg, "victim", false).offset.load()) {
+    auto r = test::shm({"set", t.name(), "victim", "1"});
+    CHECK_MESSAGE(contains(r.err, "inactive buffer descriptor: offset " + std::to_string(by.other_offset)), r.err);
+    CHECK_MESSAGE(contains(r.err, "belongs to object 'other'"), r.err);
+    CHECK_MESSAGE(contains(r.err, "nothing written"), r.err);
+  }
+  // dump, the diagnostic, says so too (the value itself is readable: get works).
+  cli_says_corrupt({{"dump", t.name()}, {"dump", t.name(), "--json"}}, "segment '" + t.name() + "', object 'victim'");
+  CHECK(test::shm({"get", t.name(), "victim"}).status == 0);
+}
+
+namespace {
+// One subcase per field of the header of the victim's active or inactive block.
+void damage_block_header(const test::TempSegment& t, Segment& seg, const Bystanders& by, bool active) {
+  const std::uint64_t block = buffer_of(seg, "victim", active).offset.load();
+  const std::uint64_t header = block - d::kBlockHeaderSize;
+  const auto* h = reinterpret_cast<const d::BlockHeader*>(seg.impl().base + header);
+  SUBCASE("tag") { poke<std::uint64_t>(t, header + offsetof(d::BlockHeader, tag), h->tag.load() ^ 1); }
+  SUBCASE("size class") { poke<std::uint32_t>(t, header + offsetof(d::BlockHeader, klass), h->klass.load() + 1); }
+  SUBCASE("state: free") { poke<std::uint32_t>(t, header + offsetof(d::BlockHeader, state), d::kBlockFree); }
+  SUBCASE("state: neither") { poke<std::uint32_t>(t, header + offsetof(d::BlockHeader, state), 12345); }
+  SUBCASE("owner: another object") {
+    poke<std::uint64_t>(t, header + offsetof(d::BlockHeader, owner), seg.find("other")->offset);
+  }
+  const std::string where = "segment '" + t.name() + "', object 'victim'";
+  if (active) {
+    says_corrupt([&] { seg.open_atom("victim").deref(); }, where);
+    cli_says_corrupt({{"get", t.name(), "victim"}, {"dump", t.name()}, {"dump", t.name(), "--json"}}, where);
+    by.unchanged();
+  } else {
+    victim_writes_refused(t, seg, by);
+    cli_says_corrupt({{"dump", t.name()}}, where);
+  }
+}
+}  // namespace
+
+TEST_CASE("a damaged block header: writes into it say Corrupt, reads of it say Corrupt") {
+  test::TempSegment t("damage");
+  Segment seg = allocator_damage_segment(t);
+  Bystanders by(seg);
+  SUBCASE("the inactive buffer's block") { damage_block_header(t, seg, by, false); }
+  SUBCASE("the active buffer's block") { damage_block_header(t, seg, by, true); }
+}
+
+TEST_CASE("a free-list head pointing at another object: the next allocation does not hand it out") {
+  test::TempSegment t("damage");
+  Segment seg = allocator_damage_segment(t);
+  Bystanders by(seg);
+  const unsigned c = class_of(by.other_capacity);
+  const std::uint64_t head = offsetof(d::SegmentHeader, free_heads) + 8 * c;
+  std::uint64_t target = 0;
+  SUBCASE("another atom's live block") { target = by.other_offset; }
+  SUBCASE("another atom's state") { target = seg.find("other")->offset; }
+  SUBCASE("an Atomic's state") { target = seg.find("counter")->offset; }
+  SUBCASE("a free block whose link points at another atom's block") {
+    // A block of class c freed by its atom: "grower" outgrows its 128-byte
+    // blocks, the inactive one's is freed and heads the list.
+    Atom g = seg.atom("grower", json::value(atomtest::filler(90, 6)));
+    g.reset(json::value(atomtest::filler(90, 7)));
+    g.reset(json::value(atomtest::filler(900, 8)));
+    target = seg.impl().header->free_heads[c].load();
+    REQUIRE(target != 0);
+    poke<std::uint64_t>(t, target - d::kBlockHeaderSize + offsetof(d::BlockHeader, next), by.other_offset);
+    // The head itself is sound: the first allocation takes it, the link is dropped.
+    seg.atom("first", json::value(atomtest::filler(100, 9)));
+    CHECK(buffer_of(seg, "first", true).offset.load() == target);
+    target = 0;
+  }
+  if (target != 0) {
+    poke<std::uint64_t>(t, head, target);
+    // dump names the damaged list (the segment's problem line).
+    auto r = test::shm({"dump", t.name()});
+    CHECK_MESSAGE(contains(r.out, "corrupt free list of " + std::to_string(by.other_capacity) + "-byte blocks"),
+                  test::describe(r));
+  }
+  // Allocations of that class: a new atom (library, and CLI), and a buffer
+  // that grows into the class.
+  seg.atom("fresh", json::value(atomtest::filler(100, 10)));
+  auto r = test::shm({"new", t.name(), "atom", "fresh2", "--init", "\"" + atomtest::filler(100, 11) + "\""});
+  CHECK_MESSAGE(r.status == 0, test::describe(r));
+  Atom small = seg.atom("small", json::value(1));
+  small.reset(json::value(atomtest::filler(100, 12)));
+  small.reset(json::value(atomtest::filler(100, 13)));
+  for (const char* name : {"fresh", "fresh2", "small"}) {
+    CAPTURE(name);
+    for (bool active : {false, true}) {
+      std::uint64_t off = buffer_of(seg, name, active).offset.load();
+      CHECK(off != by.other_offset);
+      CHECK(off != seg.find("other")->offset);
+      CHECK(off != seg.find("counter")->offset);
+    }
+  }
+  CHECK(atomtest::stored(seg, "fresh").value == json::value(atomtest::filler(100, 10)));
+  CHECK(atomtest::stored(seg, "fresh2").value == json::value(atomtest::filler(100, 11)));
+  CHECK(atomtest::stored(seg, "small").value == json::value(atomtest::filler(100, 13)));
+  by.unchanged();
+  std::vector<std::string> atoms = {"other", "victim", "fresh", "fresh2", "small"};
+  if (seg.find("grower")) atoms.insert(atoms.end(), {"grower", "first"});
+  CHECK(atomtest::blocks_problem(seg, atomtest::value_blocks(seg, atoms)) == "");
+  CHECK(seg.info().problem == "");  // the damaged list was dropped
 }

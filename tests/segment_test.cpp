@@ -882,13 +882,43 @@ TEST_CASE("a free list that points at itself never hands out one block twice") {
   auto seg = shmstate::Segment::create(t.name());
   auto& impl = seg.impl();
   std::uint64_t cap = 0;
-  std::uint64_t a = impl.allocate_block(100, &cap, "x");
-  impl.free_block(a, cap);
-  std::memcpy(impl.base + a, &a, sizeof a);  // damage: a.next = a
-  std::uint64_t first = impl.allocate_block(100, &cap, "x");
-  std::uint64_t second = impl.allocate_block(100, &cap, "x");
+  constexpr std::uint64_t kOwner = 4096;  // any object offset
+  std::uint64_t a = impl.allocate_block(100, &cap, kOwner, "x");
+  CHECK(impl.free_block(a, cap, kOwner));
+  // damage: a.next = a (the link lives in the block's header)
+  reinterpret_cast<shmstate::detail::BlockHeader*>(impl.base + a - shmstate::detail::kBlockHeaderSize)->next.store(a);
+  std::uint64_t first = impl.allocate_block(100, &cap, kOwner, "x");
+  std::uint64_t second = impl.allocate_block(100, &cap, kOwner, "x");
   CHECK(first == a);
   CHECK(second != a);
+}
+
+TEST_CASE("block headers: a block is freed once, by its owner, at its size; the header says who has it") {
+  test::TempSegment t("blockhdr");
+  auto seg = shmstate::Segment::create(t.name());
+  auto& impl = seg.impl();
+  namespace d = shmstate::detail;
+  std::uint64_t cap = 0;
+  std::uint64_t a = impl.allocate_block(100, &cap, 4096, "x");
+  CHECK(cap == 128);
+  CHECK(a % 64 == 0);
+  CHECK(impl.block_owned_by(a, 128, 4096));
+  CHECK_FALSE(impl.block_owned_by(a, 128, 8192));  // another owner
+  CHECK_FALSE(impl.block_owned_by(a, 256, 4096));  // another size
+  CHECK_FALSE(impl.block_owned_by(a + 64, 64, 4096));  // inside the block: no header there
+  CHECK(impl.block_problem(a, 128, 8192).find("belongs to the object at offset 4096, not to this one (at 8192)") != std::string::npos);
+  CHECK_FALSE(impl.free_block(a, 128, 8192));  // a foreign owner's free is refused
+  CHECK_FALSE(impl.free_block(a, 256, 4096));  // so is one at the wrong size
+  CHECK(impl.block_owned_by(a, 128, 4096));
+  CHECK(impl.free_block(a, 128, 4096));
+  CHECK_FALSE(impl.free_block(a, 128, 4096));  // a double free is refused: the list holds it once
+  CHECK(impl.block_problem(a, 128, 4096).find("the block is free") != std::string::npos);
+  CHECK(impl.allocate_block(100, &cap, 4096, "x") == a);
+  CHECK(impl.allocate_block(100, &cap, 4096, "x") != a);
+  // Bump-allocated blocks leave room for their headers: no two overlap.
+  std::uint64_t b = impl.allocate_block(64, &cap, 4096, "x");
+  std::uint64_t c = impl.allocate_block(64, &cap, 4096, "x");
+  CHECK(c >= b + 64 + d::kBlockHeaderSize);
 }
 
 TEST_CASE("racing creators of one object name: exactly one reports that it created") {

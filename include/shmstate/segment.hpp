@@ -95,9 +95,10 @@ SHMSTATE_API std::optional<Kind> parse_kind(std::string_view name) noexcept;
 inline constexpr std::size_t kMaxSegmentNameLength = 200;
 inline constexpr std::size_t kMaxObjectNameLength = 63;
 
-// Layout version of segments this library creates and reads (2: the
-// registry has a name index; version 1 segments are refused, LayoutMismatch).
-inline constexpr std::uint32_t kLayoutVersion = 2;
+// Layout version of segments this library creates and reads (3: every value
+// block has a header saying what it is and who owns it; 2 added the
+// registry's name index). Other versions are refused, LayoutMismatch.
+inline constexpr std::uint32_t kLayoutVersion = 3;
 
 // What a creating accessor (Segment::atomic, atom, atomic_reference, ...) does
 // when the name is taken. OpenOrCreate returns the existing object (or throws

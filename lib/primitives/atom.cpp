@@ -87,7 +87,9 @@ void init_atom_state(SegmentImpl& segment, std::byte* p, Kind kind, const std::s
   s->header = {static_cast<std::uint32_t>(kind), kAtomLayoutVersion};
   s->writer.init();
   std::uint64_t capacity = 0;
-  std::uint64_t offset = segment.allocate_block(bytes.size(), &capacity, object);
+  // The block's owner is the state's offset (states never move or go away).
+  const auto owner = static_cast<std::uint64_t>(p - segment.base);
+  std::uint64_t offset = segment.allocate_block(bytes.size(), &capacity, owner, object);
   std::memcpy(segment.base + offset, bytes.data(), bytes.size());
   s->buffers[0].offset.store(offset, std::memory_order_relaxed);
   s->buffers[0].capacity.store(capacity, std::memory_order_relaxed);
@@ -148,7 +150,11 @@ void AtomCore::after_fork() noexcept {
 }
 
 AtomCore::AtomCore(SegmentImpl& segment, AtomState* state, std::string object)
-    : segment_(segment), state_(state), object_(std::move(object)), owner_pid_(::getpid()) {}
+    : segment_(segment),
+      state_(state),
+      owner_(static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(state) - segment.base)),
+      object_(std::move(object)),
+      owner_pid_(::getpid()) {}
 
 std::uint64_t AtomCore::version() const noexcept {
   return atom_version(state_->current.load(std::memory_order_acquire));
@@ -168,8 +174,11 @@ AtomSnapshot AtomCore::read() const {
     std::uint64_t length = b.length.load(std::memory_order_relaxed);
     // Stale numbers from a racing writer are possible; out-of-mapping reads are not.
     bool sane = length > 0 && length <= capacity && segment_.in_heap(offset, capacity);
+    // ... and the block must be this atom's (its header is stable while the
+    // block is active: it is freed only after a later publish).
+    bool owned = sane && segment_.block_owned_by(offset, capacity, owner_);
     std::string bytes;
-    if (sane) seqlock_copy(bytes, segment_.base + offset, length);
+    if (owned) seqlock_copy(bytes, segment_.base + offset, length);
     if (seqlock_recheck(state_->current) != word) {
       if (attempt > 64) std::this_thread::yield();
       continue;  // a writer published meanwhile: the copy may be torn
@@ -182,6 +191,12 @@ AtomSnapshot AtomCore::read() const {
                                           std::to_string(atom_version(word)) + ": offset " + std::to_string(offset) +
                                           ", capacity " + std::to_string(capacity) + ", length " +
                                           std::to_string(length) + " is not a block inside the heap");
+    if (!owned) {
+      std::string problem = segment_.block_problem(offset, capacity, owner_);
+      throw Error(ErrorCode::Corrupt, where() + ": corrupt value buffer of version " +
+                                          std::to_string(atom_version(word)) + ": " +
+                                          (problem.empty() ? "its block header changed while it was read" : problem));
+    }
     boost::system::error_code ec;
     json::value parsed = parse_json_exact(bytes, ec);
     if (ec)
@@ -221,22 +236,23 @@ std::uint64_t AtomCore::publish_locked(const std::string& bytes) {
   std::uint64_t length = bytes.size();
   std::uint64_t offset = b.offset.load(std::memory_order_relaxed);
   std::uint64_t capacity = b.capacity.load(std::memory_order_relaxed);
-  bool usable = offset != 0 && segment_.in_heap(offset, capacity);
-  if (!usable || capacity < length) {
-    // Grow by doubling (amortised). A damaged descriptor is sized from the
-    // value alone, so it can never demand an impossible block. SegmentFull is
-    // thrown before anything changed.
-    std::uint64_t want = usable ? std::max(length, capacity * 2) : length;
+  // Capacity 0: no block yet, or a writer died while replacing it (below).
+  bool has_block = capacity != 0;
+  if (has_block) check_inactive_locked(word, offset, capacity);
+  if (!has_block || capacity < length) {
+    // Grow by doubling (amortised). SegmentFull is thrown before anything
+    // changed.
+    std::uint64_t want = has_block ? std::max(length, capacity * 2) : length;
     std::uint64_t new_capacity = 0;
-    std::uint64_t new_offset = segment_.allocate_block(want, &new_capacity, object_);
+    std::uint64_t new_offset = segment_.allocate_block(want, &new_capacity, owner_, object_);
     // Capacity 0 first: a writer killed between these stores leaves a
-    // descriptor that merely looks too small (the next writer reallocates and
-    // leaks at most these blocks), never one that overstates a block.
+    // descriptor that says "no block" (the next writer allocates one and at
+    // most these blocks leak), never one that overstates a block.
     b.capacity.store(0, std::memory_order_relaxed);
     b.offset.store(new_offset, std::memory_order_relaxed);
     b.capacity.store(new_capacity, std::memory_order_relaxed);
     SHMSTATE_CRASH_POINT("atom.after_allocate");
-    if (usable && capacity != 0) segment_.free_block(offset, capacity);
+    if (has_block) segment_.free_block(offset, capacity, owner_);
     offset = new_offset;
   }
   std::memcpy(segment_.base + offset, bytes.data(), length);
@@ -248,6 +264,52 @@ std::uint64_t AtomCore::publish_locked(const std::string& bytes) {
   state_->current.store(next, std::memory_order_seq_cst);
   SHMSTATE_CRASH_POINT("atom.after_publish");
   return atom_version(next);
+}
+
+std::string AtomCore::inactive_block_problem(std::uint64_t word, std::uint64_t offset, std::uint64_t capacity) const {
+  // The block is written (or freed) only if its header says it is this
+  // atom's block of that capacity, and it is not the active buffer's block.
+  std::string problem = segment_.block_problem(offset, capacity, owner_);
+  if (problem.empty()) {
+    const AtomBuffer& active = state_->buffers[atom_buffer(word)];
+    std::uint64_t a_offset = active.offset.load(std::memory_order_relaxed);
+    std::uint64_t a_capacity = active.capacity.load(std::memory_order_relaxed);
+    if (offset < a_offset + a_capacity && a_offset < offset + capacity)
+      problem = "offset " + std::to_string(offset) + ", capacity " + std::to_string(capacity) +
+                " overlaps the active buffer's block (offset " + std::to_string(a_offset) + ")";
+  }
+  return problem;
+}
+
+void AtomCore::check_inactive_locked(std::uint64_t word, std::uint64_t offset, std::uint64_t capacity) const {
+  const AtomBuffer& active = state_->buffers[atom_buffer(word)];
+  std::uint64_t a_offset = active.offset.load(std::memory_order_relaxed);
+  std::uint64_t a_capacity = active.capacity.load(std::memory_order_relaxed);
+  if (segment_.block_owned_by(offset, capacity, owner_) && (offset >= a_offset + a_capacity || a_offset >= offset + capacity))
+    return;  // the common case, without building strings
+  if (std::string problem = inactive_block_problem(word, offset, capacity); !problem.empty())
+    throw Error(ErrorCode::Corrupt, where() + ": corrupt inactive buffer descriptor: " + problem + "; nothing written");
+}
+
+std::string AtomCore::inactive_problem() const {
+  // Lock-free (dump): a writer may be replacing the descriptor meanwhile, so
+  // only a problem seen with the published word and the descriptor unchanged
+  // around the check, several times, is damage.
+  std::string problem;
+  for (int look = 0; look < 4; ++look) {
+    if (look > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::uint64_t word = state_->current.load(std::memory_order_acquire);
+    const AtomBuffer& b = state_->buffers[atom_buffer(word) ^ 1];
+    std::uint64_t offset = b.offset.load(std::memory_order_acquire);
+    std::uint64_t capacity = b.capacity.load(std::memory_order_acquire);
+    if (capacity == 0) return "";
+    problem = inactive_block_problem(word, offset, capacity);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (problem.empty() || state_->current.load(std::memory_order_relaxed) != word ||
+        b.offset.load(std::memory_order_relaxed) != offset || b.capacity.load(std::memory_order_relaxed) != capacity)
+      return "";
+  }
+  return where() + ": corrupt inactive buffer descriptor: " + problem;
 }
 
 bool AtomCore::watching_here() const noexcept {
@@ -586,19 +648,33 @@ json::value atom_value(const Segment& s, const ObjectInfo& o) {
   return *core_of<K>(s, o.name)->read().value;
 }
 
-// {value, version}, read together.
-template <Kind K>
-json::object atom_state(const Segment& s, const ObjectInfo& o) {
-  auto snap = core_of<K>(s, o.name)->read();
+// dump's check beyond the value: a damaged inactive buffer descriptor would
+// otherwise show only when the next write refuses it.
+void check_inactive(const AtomCore& core) {
+  if (std::string p = core.inactive_problem(); !p.empty()) throw Error(ErrorCode::Corrupt, p);
+}
+
+json::object versioned(const AtomSnapshot& snap) {
   json::object out;
   out["value"] = *snap.value;
   out["version"] = snap.version;
   return out;
 }
 
+// {value, version}, read together (dump --json).
+template <Kind K>
+json::object atom_state(const Segment& s, const ObjectInfo& o) {
+  auto core = core_of<K>(s, o.name);
+  auto snap = core->read();
+  check_inactive(*core);
+  return versioned(snap);
+}
+
 template <Kind K>
 std::string atom_text(const Segment& s, const ObjectInfo& o, std::size_t width) {
-  auto snap = core_of<K>(s, o.name)->read();
+  auto core = core_of<K>(s, o.name);
+  auto snap = core->read();
+  check_inactive(*core);
   return "v" + std::to_string(snap.version) + " " + inspect::excerpt(inspect::to_text(*snap.value), width);
 }
 
@@ -612,10 +688,12 @@ json::value atom_swap(const Segment& s, const ObjectInfo& o, const SwapFunction&
   return *core_of<K>(s, o.name)->swap(f).second;
 }
 
-// {value, version}: the same pair as state, from one consistent read.
+// {value, version}: the same pair as state, from one consistent read (the
+// inactive buffer is not looked at: a snapshot is how a damaged segment's
+// values are saved).
 template <Kind K>
 json::value atom_snapshot(const Segment& s, const ObjectInfo& o) {
-  return atom_state<K>(s, o);
+  return versioned(core_of<K>(s, o.name)->read());
 }
 
 // The largest version a state word can carry (version << 1 | buffer).

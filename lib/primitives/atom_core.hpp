@@ -61,6 +61,11 @@ class AtomCore : public std::enable_shared_from_this<AtomCore> {
   void deliver_foreign();
   EventCount& changes() noexcept { return state_->changes; }
 
+  // "" or "<where>: corrupt inactive buffer descriptor: ..." when the
+  // inactive buffer points at what is not this atom's block (dump reports
+  // it; the next write would refuse it). Lock-free.
+  std::string inactive_problem() const;
+
   const std::string& object() const noexcept { return object_; }
   const std::string& segment_name() const noexcept { return segment_.name; }
 
@@ -74,8 +79,14 @@ class AtomCore : public std::enable_shared_from_this<AtomCore> {
   std::string where() const { return segment_.where(object_); }
   void validate(const boost::json::value& v) const;
   // Holding the writer lock: writes `bytes` into the inactive buffer and
-  // publishes version+1. Returns the new version. Throws SegmentFull.
+  // publishes version+1. Returns the new version. Throws SegmentFull, and
+  // Corrupt (nothing written) when the inactive buffer's descriptor does not
+  // point at a block of this atom (check_inactive_locked).
   std::uint64_t publish_locked(const std::string& bytes);
+  void check_inactive_locked(std::uint64_t word, std::uint64_t offset, std::uint64_t capacity) const;
+  // "" if the inactive buffer (offset, capacity) of published word `word` is
+  // this atom's own block, apart from the active one; else what it is.
+  std::string inactive_block_problem(std::uint64_t word, std::uint64_t offset, std::uint64_t capacity) const;
   // Holding the writer lock: publishes `bytes` as version old_version + 1,
   // tells the watch machinery first, and caches `value` as the new version.
   void commit_locked(std::uint64_t old_version, const Atom::Value& value, const std::string& bytes);
@@ -94,6 +105,7 @@ class AtomCore : public std::enable_shared_from_this<AtomCore> {
 
   SegmentImpl& segment_;
   AtomState* state_;
+  std::uint64_t owner_;  // the state's offset: what its blocks' headers name
   std::string object_;
 
   mutable std::mutex cache_mu_;

@@ -1,11 +1,15 @@
-// The bytes of a segment (layout version 2).
+// The bytes of a segment (layout version 3).
 //
 //   offset 0      SegmentHeader (1024 bytes)
 //   registry_offset   RegistryEntry[registry_capacity] (128 bytes each)
 //   index_offset  IndexSlot[index_capacity] (8 bytes each): the name index
 //   heap_begin    heap: objects' shared states (bump-allocated, permanent) and
-//                 value blocks (power-of-two classes, recycled through free lists)
+//                 value blocks (power-of-two classes, recycled through free
+//                 lists), each after its 64-byte BlockHeader (see below)
 //   size          end of the file
+//
+// Version 3 added the block headers (version 2 had bare blocks and kept a
+// free block's next offset in its first 8 bytes).
 //
 // Fields never change after publication except: heap_top (atomic, only grows),
 // the registry mutex, registry_used (only grows, under the mutex), registry
@@ -76,9 +80,10 @@ struct SegmentHeader {
   platform::RobustMutex registry_mutex;   // 192: serialises object creation
   platform::RobustMutex block_mutex;      // 256: serialises the free lists
   // 320: free_heads[c] is the offset of the first free block of 2^(c+6)
-  // bytes (0 = empty); a free block's first 8 bytes hold the next offset.
-  // Push and pop are each one store to a head, so a holder killed midway
-  // leaves every list well formed (at worst one block leaked).
+  // bytes (0 = empty); a free block's header holds the next offset. Push and
+  // pop are each one store to a head, and a block's header says "free" only
+  // while it is on a list or unreachable (blocks.cpp), so a holder killed
+  // midway leaves every list well formed (at worst one block leaked).
   std::atomic<std::uint64_t> free_heads[kSizeClasses];
   std::uint8_t reserved3[1024 - 320 - 8 * kSizeClasses];  // room for later layouts' fields
 };
@@ -115,6 +120,45 @@ struct RegistryEntry {
 };
 static_assert(std::is_standard_layout_v<RegistryEntry>);
 static_assert(sizeof(RegistryEntry) == kRegistryEntrySize);
+
+// The header of a value block: the 64 bytes just before the block's payload
+// (a block's offset, as free_heads, free-list links and atom buffers hold it,
+// is its payload's, 64-aligned; its header is at offset - 64). It says what
+// the bytes after it are, so that no write follows a damaged offset into
+// another object:
+//   tag    kBlockTag ^ the payload's offset: a header copied or pointed at
+//          elsewhere does not fit
+//   klass  size class c: the payload holds 2^(c + 6) bytes
+//   state  kBlockFree (on a free list, or leaked by a process killed while
+//          pushing or popping) or kBlockOwned
+//   owner  owned: the offset of the owning object's shared state (states are
+//          never freed or moved, so no other object ever has that offset);
+//          free: 0
+//   next   free: the next free block of the class (0 = end); owned: 0
+// Only the block mutex's holder changes the header of a block on a free list,
+// and a block's owner (holding its own lock, e.g. an atom's writer mutex) is
+// the only one to free it. Every change is ordered so that a block a live
+// descriptor or a list head points at always has a whole, matching header
+// (blocks.cpp); the fields are atomics so that readers racing a change read
+// old or new words, never torn ones.
+inline constexpr std::uint64_t kBlockHeaderSize = 64;
+// "SHMBLOCK" little-endian, xored with the payload's offset.
+inline constexpr std::uint64_t kBlockTag = 0x4b434f4c424d4853ULL;
+enum BlockState : std::uint32_t {
+  kBlockFree = 0x46524545,   // "EERF"
+  kBlockOwned = 0x4f574e44,  // "DNWO"
+};
+
+struct BlockHeader {
+  std::atomic<std::uint64_t> tag;     // 0
+  std::atomic<std::uint32_t> klass;   // 8
+  std::atomic<std::uint32_t> state;   // 12
+  std::atomic<std::uint64_t> owner;   // 16
+  std::atomic<std::uint64_t> next;    // 24
+  std::uint8_t reserved[kBlockHeaderSize - 32];
+};
+static_assert(std::is_standard_layout_v<BlockHeader>);
+static_assert(sizeof(BlockHeader) == kBlockHeaderSize);
 
 // One slot of the name index (see above).
 using IndexSlot = std::atomic<std::uint64_t>;

@@ -495,6 +495,9 @@ SegmentInfo SegmentImpl::info() const {
       out.problem = e.what();
     }
   }
+  // A damaged free-list head is dropped by the next allocation of its class;
+  // until then dump names it.
+  if (out.problem.empty()) out.problem = free_lists_problem();
   return out;
 }
 

@@ -90,13 +90,30 @@ struct SegmentImpl {
   std::uint64_t allocate(std::uint64_t bytes, std::uint64_t align, std::string_view object);
 
   // Recyclable blocks for variable-size data (atom values). A block of class c
-  // holds 2^(c+6) bytes and is 64-aligned. allocate_block returns the offset
-  // and sets *capacity; it pops the class's free list or bump-allocates.
-  // Throws SegmentFull naming `object`. free_block pushes the block back;
-  // REQUIRES: offset/capacity came from allocate_block and nobody will write
-  // the block again (stale readers may still read it: they must validate).
-  std::uint64_t allocate_block(std::uint64_t bytes, std::uint64_t* capacity, std::string_view object);
-  void free_block(std::uint64_t offset, std::uint64_t capacity) noexcept;
+  // holds 2^(c+6) bytes, is 64-aligned and has a BlockHeader just before it
+  // (layout.hpp) naming its class and its owner: the offset of the owning
+  // object's shared state. allocate_block returns the offset and sets
+  // *capacity; it pops the class's free list (only a head whose header says
+  // "free, this class": a damaged list is dropped, never followed) or
+  // bump-allocates, and the block's header then says "owned by `owner`".
+  // Throws SegmentFull naming `object`. free_block pushes the block back if
+  // its header says it is `owner`'s block of `capacity` bytes (else it is
+  // refused, false: a double free, or damaged metadata pointing at another
+  // object's block); REQUIRES: nobody will write the block again (stale
+  // readers may still read it: they must validate).
+  std::uint64_t allocate_block(std::uint64_t bytes, std::uint64_t* capacity, std::uint64_t owner,
+                               std::string_view object);
+  bool free_block(std::uint64_t offset, std::uint64_t capacity, std::uint64_t owner) noexcept;
+  // True if [offset, offset + capacity) is a block of exactly `capacity`
+  // bytes whose header says it is owned by `owner`: the check before a block
+  // is written. Lock-free (a few relaxed loads of one cache line).
+  bool block_owned_by(std::uint64_t offset, std::uint64_t capacity, std::uint64_t owner) const noexcept;
+  // "" if block_owned_by(), else what the bytes there are ("offset X,
+  // capacity Y: the block belongs to the object at offset Z ...").
+  std::string block_problem(std::uint64_t offset, std::uint64_t capacity, std::uint64_t owner) const;
+  // "" or "<where>: corrupt free list ...": a list head that is not a free
+  // block of its class, seen so several times (for info()/dump).
+  std::string free_lists_problem() const;
 
   // True if [offset, offset + bytes) lies inside the heap.
   bool in_heap(std::uint64_t offset, std::uint64_t bytes) const noexcept {
@@ -123,6 +140,10 @@ struct SegmentImpl {
   Error corrupt_index(std::uint32_t pos, std::string_view object, const std::string& what) const;
   void check_state(const ObjectSlot& slot, std::size_t bytes, std::size_t align,
                    std::uint32_t version) const;
+  // The header of the block at `offset` (its payload), if offset and
+  // capacity lie in the heap with room for a header; nullptr otherwise.
+  BlockHeader* block_header(std::uint64_t offset, std::uint64_t capacity) const noexcept;
+  BlockHeader* free_block_at(std::uint64_t offset, unsigned c) const noexcept;
   // After a creator died holding the registry mutex: its reservation (entry
   // registry_used, and its index slot) is undone, or, if it had published,
   // registry_used is moved past it.

@@ -85,6 +85,7 @@ inline Stored stored(const shmstate::Segment& seg, std::string_view name) {
 struct Block {
   std::uint64_t offset;
   std::uint64_t capacity;
+  std::uint64_t owner;  // the owning atom's state offset
 };
 
 // The value blocks the atoms `names` own (both buffers, where allocated).
@@ -92,28 +93,34 @@ inline std::vector<Block> value_blocks(const shmstate::Segment& seg, const std::
   std::vector<Block> blocks;
   for (const auto& n : names) {
     auto& s = atom_state(seg, n);
+    std::uint64_t owner = seg.find(n)->offset;
     for (const auto& b : s.buffers) {
       std::uint64_t off = b.offset.load(std::memory_order_relaxed);
       std::uint64_t cap = b.capacity.load(std::memory_order_relaxed);
-      if (off != 0 && cap != 0) blocks.push_back({off, cap});
+      if (off != 0 && cap != 0) blocks.push_back({off, cap, owner});
     }
   }
   return blocks;
 }
 
-// "" if every block lies in the heap and no two overlap; else what is wrong.
-// Two atoms (or two buffers) sharing memory would mean a block was handed out
-// twice: the allocator's free lists are damaged.
+// "" if every block lies in the heap, its header says it is its atom's block
+// of that size, and no two blocks (headers included) overlap; else what is
+// wrong. Two atoms (or two buffers) sharing memory would mean a block was
+// handed out twice: the allocator's free lists are damaged.
 inline std::string blocks_problem(const shmstate::Segment& seg, std::vector<Block> blocks) {
   auto& impl = seg.impl();
-  for (const auto& b : blocks)
-    if (!impl.in_heap(b.offset, b.capacity))
+  constexpr std::uint64_t kHeader = shmstate::detail::kBlockHeaderSize;
+  for (const auto& b : blocks) {
+    if (!impl.in_heap(b.offset - kHeader, b.capacity + kHeader))
       return "block at " + std::to_string(b.offset) + " (+" + std::to_string(b.capacity) + ") is outside the heap";
+    if (!impl.block_owned_by(b.offset, b.capacity, b.owner))
+      return "block at " + std::to_string(b.offset) + ": " + impl.block_problem(b.offset, b.capacity, b.owner);
+  }
   std::sort(blocks.begin(), blocks.end(), [](const Block& a, const Block& b) { return a.offset < b.offset; });
   for (std::size_t i = 1; i < blocks.size(); ++i)
-    if (blocks[i - 1].offset + blocks[i - 1].capacity > blocks[i].offset)
+    if (blocks[i - 1].offset + blocks[i - 1].capacity > blocks[i].offset - kHeader)
       return "blocks at " + std::to_string(blocks[i - 1].offset) + " (+" + std::to_string(blocks[i - 1].capacity) +
-             ") and " + std::to_string(blocks[i].offset) + " overlap";
+             ") and " + std::to_string(blocks[i].offset) + " (its header included) overlap";
   return "";
 }
 
