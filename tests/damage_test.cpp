@@ -285,8 +285,8 @@ struct Bystanders {
 // hold blocks (the inactive one the value of version 0).
 Segment allocator_damage_segment(const test::TempSegment& t) {
   Segment seg = Segment::create(t.name(), {.size = 256 * 1024, .mode = 0600, .max_objects = 8});
-  seg.atomic<std::int64_t>("counter", 7);
   seg.atom("other", json::value(atomtest::filler(100, 1)));  // a 128-byte block
+  seg.atomic<std::int64_t>("counter", 7);  // not first: room for a header before it
   seg.atom("victim", json::value(atomtest::filler(90, 2)));  // 128-byte blocks too
   seg.open_atom("victim").reset(json::value(atomtest::filler(90, 3)));
   return seg;
