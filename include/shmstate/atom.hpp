@@ -101,7 +101,8 @@ class SHMSTATE_API Atom {
   // if the segment holds bytes that are not valid JSON, a published word
   // whose version no count of writes reaches (above 2^62: all ones, say), or
   // an active buffer descriptor whose offset, capacity or length leaves the
-  // heap or its block. Every reader (deref_versioned, AtomicReference::get,
+  // heap or its block, or that points at what is not this atom's block (the
+  // block's header says another size, another owner, or free). Every reader (deref_versioned, AtomicReference::get,
   // the CLI's get and dump) reads through this one check.
   Value deref() const;
 
@@ -139,7 +140,11 @@ class SHMSTATE_API Atom {
   // reset also repairs an atom whose stored value is damaged (every other
   // operation reports Corrupt then): old is JSON null in that case. A
   // published version beyond 2^62 is not repaired (versions never go back):
-  // every write, reset too, throws Corrupt then.
+  // every write, reset too, throws Corrupt then. Nor is an inactive buffer
+  // descriptor that points at what is not this atom's own block (another
+  // object's block or state, say): every write throws Corrupt and writes
+  // nothing, so damaged allocator data is never followed into another
+  // object; the value stays readable (a segment snapshot saves it).
   Value reset(boost::json::value value);
   std::pair<Value, Value> reset_vals(boost::json::value value);
 

@@ -2,6 +2,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -80,6 +81,28 @@ Bodies atom_swap_bodies(Fixture& f, const std::string& object_name) {
       conns = conns.as_int64() + 1;
       acc += boost::json::serialize(v).size();
     }
+    return acc;
+  };
+  return {std::move(candidate), std::move(baseline)};
+}
+
+// Candidate: Atom::reset to one of two 1 KB documents in turn (serialize,
+// lock, copy into the inactive buffer after checking its block header,
+// publish). Baseline: serializing the same document, the JSON work alone.
+Bodies atom_reset_bodies(Fixture& f, const std::string& object_name) {
+  auto atom = f.segment.atom(object_name, document_1kb());
+  auto docs = std::make_shared<std::array<boost::json::value, 2>>();
+  (*docs)[0] = document_1kb();
+  (*docs)[1] = document_1kb();
+  (*docs)[1].as_object()["conns"] = 1;
+  Body candidate = [atom, docs](std::uint64_t n) mutable {
+    std::uint64_t acc = 0;
+    for (std::uint64_t i = 0; i < n; ++i) acc += atom.reset((*docs)[i & 1])->as_object().size();
+    return acc;
+  };
+  Body baseline = [docs](std::uint64_t n) {
+    std::uint64_t acc = 0;
+    for (std::uint64_t i = 0; i < n; ++i) acc += boost::json::serialize((*docs)[i & 1]).size();
     return acc;
   };
   return {std::move(candidate), std::move(baseline)};
@@ -174,6 +197,15 @@ void atom_rows(std::vector<Case>& cases) {
       1,
       Target{1.3, std::nullopt},
       [](Fixture& f) { return atom_swap_bodies(f, "bench.swap.1"); },
+  });
+  // reset of a 1 KB object vs serializing it: no target (for the writer's
+  // cost beside swap's, e.g. of the block header check).
+  cases.push_back(Case{
+      "Atom::reset 1KB 1 proc",
+      "Boost.JSON serialize 1KB 1 proc",
+      1,
+      Target{},
+      [](Fixture& f) { return atom_reset_bodies(f, "bench.reset.1"); },
   });
   // With 2 processes "the same document" is one shared document, so the
   // baseline is the same JSON work on shared text under a process-shared
