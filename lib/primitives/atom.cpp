@@ -304,8 +304,7 @@ std::string AtomCore::inactive_problem() const {
     std::uint64_t capacity = b.capacity.load(std::memory_order_acquire);
     if (capacity == 0) return "";
     problem = inactive_block_problem(word, offset, capacity);
-    std::atomic_thread_fence(std::memory_order_acquire);
-    if (problem.empty() || state_->current.load(std::memory_order_relaxed) != word ||
+    if (problem.empty() || seqlock_recheck(state_->current) != word ||
         b.offset.load(std::memory_order_relaxed) != offset || b.capacity.load(std::memory_order_relaxed) != capacity)
       return "";
   }
