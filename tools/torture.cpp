@@ -10,9 +10,10 @@
 //     value read anywhere is valid and self-consistent (big values carry their
 //     own length and checksum);
 //   - no two live processes were ever inside incompatible FifoLock modes at
-//     once (shared witness words), fencing tokens only grew, and after the run
-//     every mode of every lock is granted within 1.5 s (no slot of a dead
-//     holder or waiter left behind);
+//     once (shared witness words), fencing tokens only grew, grants came in
+//     queue order (every grant is recorded with the ticket its request was
+//     queued with; see GrantLog), and after the run every mode of every lock
+//     is granted within 1.5 s (no slot of a dead holder or waiter left behind);
 //   - every surviving worker finishes when asked;
 //   - writes are as cheap at the end as at the start: a burst of writes to a
 //     word dead waiters slept on takes the slow wake path at most once (counted
@@ -29,11 +30,15 @@
 //     `a & b` has both, and no wait outlasts its Till by more than 1 s.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <cinttypes>
 #include <cstdint>
 #include <cstdio>
@@ -43,8 +48,10 @@
 #include <fstream>
 #include <optional>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <boost/json.hpp>
@@ -60,6 +67,10 @@
 #if SHMSTATE_TEST_HOOKS
 #include <shmstate/testing.hpp>
 #endif
+
+// The lock's own slots, read to learn the ticket a granted request was queued
+// with (the grant-order check; no public API says it).
+#include "primitives/fifo_lock.hpp"
 
 namespace json = boost::json;
 using namespace std::chrono_literals;
@@ -91,6 +102,7 @@ struct Options {
   int worker = -1;
   std::string segment;
   std::string store;
+  std::string grants;
 };
 
 [[noreturn]] void usage(int status) {
@@ -133,6 +145,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--worker") o.worker = static_cast<int>(number(next()));
     else if (a == "--segment") o.segment = next();
     else if (a == "--store") o.store = next();
+    else if (a == "--grants") o.grants = next();
     else {
       std::fprintf(stderr, "torture: unknown option '%s'\n", a.c_str());
       usage(2);
@@ -192,6 +205,155 @@ bool conflicts(const LockModes& modes, std::size_t a, std::size_t b) {
 
 std::string witness_name(const char* lock, int slot) { return std::string("w.") + lock + "." + std::to_string(slot); }
 
+// ---- grant order ----
+//
+// FifoLock promises strict FIFO: a request is granted only when no earlier
+// request still waits (compatible requests at the head go together). Queue
+// order is the ticket a request gets under the lock's mutex when it queues
+// (FifoLockSlot::ticket); a request granted at once, without queueing (the
+// lock free and nobody waiting), has no ticket and counts as queued last and
+// granted at once. Every worker records each grant it gets in a GrantLog (a
+// shared file mapping, one append-only array per worker slot): the lock, the
+// mode, the token, and its queue position, a key:
+//   - queued with ticket t:                   key 2t;
+//   - granted at once, the lock's ticket
+//     counter read as T0 before the request:   key 2*T0 + 1 (after every
+//     ticket issued before the request, before any issued after; its own
+//     grant came later still, when nothing waited).
+// After the run the parent checks, per lock, for every pair of recorded grants
+// A and B with key(A) < key(B), A queued, and modes that conflict (or, both
+// queued, the same capacity-limited mode, which also waits on itself):
+// token(A) < token(B). A queued request B is granted only once every earlier
+// request has left the queue; A did not leave it ungranted (it is recorded as
+// granted), so A's grant came first, and conflicting grants' tokens grow in
+// grant order. A request granted at once found nothing waiting, so every
+// request queued before it had been granted (or had left) already. Requests
+// that left ungranted (timed out, or killed while waiting) were never granted
+// and are not recorded; a worker killed between its grant and its record
+// leaves no record (records are published by a count stored after them):
+// missing records only make the check see fewer pairs, never a false one. Two
+// grants made at once are not ordered (whoever took the mutex first) and are
+// not compared.
+struct GrantRecord {
+  std::uint64_t key;
+  std::uint64_t token;
+  std::uint32_t lock;
+  std::uint32_t mode;
+};
+
+class GrantLog {
+ public:
+  // The parent: a new log for `workers` slots of `capacity` records each
+  // (a sparse file: only the pages written take space).
+  static GrantLog create(const std::string& path, int workers, std::uint64_t capacity) {
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) throw std::runtime_error("grant log " + path + ": " + std::strerror(errno));
+    std::uint64_t bytes = kHeader + static_cast<std::uint64_t>(workers) * capacity * sizeof(GrantRecord);
+    if (::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+      ::close(fd);
+      throw std::runtime_error("grant log " + path + ": ftruncate: " + std::strerror(errno));
+    }
+    GrantLog log(fd, bytes);
+    log.word(kWorkersWord).store(static_cast<std::uint64_t>(workers));
+    log.word(kCapacityWord).store(capacity);
+    return log;
+  }
+
+  // A worker.
+  static GrantLog open(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    struct stat st{};
+    if (fd < 0 || ::fstat(fd, &st) != 0) throw std::runtime_error("grant log " + path + ": " + std::strerror(errno));
+    return GrantLog(fd, static_cast<std::uint64_t>(st.st_size));
+  }
+
+  GrantLog(GrantLog&& o) noexcept : base_(std::exchange(o.base_, nullptr)), bytes_(o.bytes_) {}
+  GrantLog(const GrantLog&) = delete;
+  GrantLog& operator=(const GrantLog&) = delete;
+  GrantLog& operator=(GrantLog&&) = delete;
+  ~GrantLog() {
+    if (base_ != nullptr) ::munmap(base_, bytes_);
+  }
+
+  int workers() const { return static_cast<int>(word(kWorkersWord).load()); }
+  std::uint64_t capacity() const { return word(kCapacityWord).load(); }
+
+  // Appends to slot's array: the record first, then the count (a kill in
+  // between loses the record; the slot's next worker writes over it). False
+  // when the array is full.
+  bool append(int slot, const GrantRecord& r) {
+    auto count = word(kCountWord + slot);
+    std::uint64_t n = count.load(std::memory_order_relaxed);
+    if (n >= capacity()) return false;
+    records(slot)[n] = r;
+    count.store(n + 1, std::memory_order_release);
+    return true;
+  }
+
+  std::vector<GrantRecord> all() const {
+    std::vector<GrantRecord> out;
+    for (int slot = 0; slot < workers(); ++slot) {
+      std::uint64_t n = std::min(word(kCountWord + slot).load(std::memory_order_acquire), capacity());
+      out.insert(out.end(), records(slot), records(slot) + n);
+    }
+    return out;
+  }
+
+  bool full(int slot) const { return word(kCountWord + slot).load() >= capacity(); }
+
+ private:
+  // Header: workers, capacity, then one count per slot, 64 bytes apart.
+  static constexpr std::size_t kWorkersWord = 0, kCapacityWord = 1, kCountWord = 8;
+  static constexpr std::uint64_t kHeader = 64 * (kMaxWorkers + 1);
+
+  GrantLog(int fd, std::uint64_t bytes) : bytes_(bytes) {
+    void* p = bytes < kHeader ? MAP_FAILED : ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (p == MAP_FAILED) throw std::runtime_error("grant log: cannot map it");
+    base_ = static_cast<std::byte*>(p);
+  }
+
+  std::atomic_ref<std::uint64_t> word(std::size_t i) const {
+    // Word 8 + s is slot s's count, alone in its 64 bytes.
+    std::size_t offset = i < kCountWord ? i * 8 : 64 * (i - kCountWord + 1);
+    return std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(base_ + offset));
+  }
+  GrantRecord* records(int slot) const {
+    return reinterpret_cast<GrantRecord*>(base_ + kHeader) + static_cast<std::uint64_t>(slot) * capacity();
+  }
+
+  std::byte* base_ = nullptr;
+  std::uint64_t bytes_ = 0;
+};
+
+// The last ticket the lock issued (read without its mutex, as dump does).
+// Read before a request: every ticket up to it was issued before the request
+// took the lock's mutex.
+std::uint64_t issued_tickets(const FifoLock& lock) {
+  auto* s = shmstate::detail::FifoLockAccess::handle(lock)->s;
+  return std::atomic_ref<std::uint64_t>(s->next_ticket).load(std::memory_order_acquire);
+}
+
+// The ticket the request granted `token` was queued with, read from its slot
+// while this process holds it (nobody else writes a held slot); 0 when it was
+// granted at once: a slot granted at once keeps the ticket of an earlier
+// request, but only a grant from the queue sets the slot's word to Granted
+// (grant(i, true)); and a grant that has no slot holding its token (an
+// uncontended fast path) has no ticket either.
+std::uint64_t queued_ticket(const FifoLock& lock, std::uint64_t token) {
+  auto* s = shmstate::detail::FifoLockAccess::handle(lock)->s;
+  auto* slots = shmstate::detail::fifo_slots(s);
+  for (std::uint32_t i = 0; i < s->slot_count; ++i) {
+    auto& sl = slots[i];
+    if (sl.state.load(std::memory_order_acquire) != shmstate::detail::kSlotHeld ||
+        std::atomic_ref<std::uint64_t>(sl.token).load(std::memory_order_relaxed) != token)
+      continue;
+    if (sl.word.load(std::memory_order_acquire) != shmstate::detail::kWordGranted) return 0;
+    return std::atomic_ref<std::uint64_t>(sl.ticket).load(std::memory_order_relaxed);
+  }
+  return 0;
+}
+
 // The objects every process opens by name.
 struct World {
   Segment seg;
@@ -248,8 +410,8 @@ Segment create_segment(const std::string& name) {
 
 class Worker {
  public:
-  Worker(World& w, int slot, const std::string& store_path, std::uint64_t seed)
-      : w_(w), slot_(slot), store_path_(store_path), rng_(seed), pid_(getpid()) {}
+  Worker(World& w, GrantLog& grants, int slot, const std::string& store_path, std::uint64_t seed)
+      : w_(w), grants_(grants), slot_(slot), store_path_(store_path), rng_(seed), pid_(getpid()) {}
 
   void run() {
     while (!w_.stop.get()) {
@@ -386,11 +548,19 @@ class Worker {
     auto& lock = w_.locks[l];
     const auto& modes = w_.modes[l];
     std::size_t m = pick(modes.size());
+    std::uint64_t tickets_before = issued_tickets(lock);
     auto guard = lock.acquire_for(lock.mode(modes.modes()[m].name), std::chrono::milliseconds(50 + pick(200)));
     if (!guard) return;
     auto token = static_cast<std::int64_t>(guard->token());
     if (token <= last_token_[l]) violation(std::string("token of ") + lock.name() + " did not grow");
     last_token_[l] = token;
+    // Its place in the queue, for the grant-order check after the run.
+    std::uint64_t ticket = queued_ticket(lock, guard->token());
+    if (ticket != 0 && ticket <= tickets_before)
+      violation(std::string(lock.name()) + ": request queued with ticket " + std::to_string(ticket) +
+                ", issued before it asked (the lock had issued " + std::to_string(tickets_before) + ")");
+    grants_.append(slot_, {ticket != 0 ? 2 * ticket : 2 * tickets_before + 1, guard->token(),
+                           static_cast<std::uint32_t>(l), static_cast<std::uint32_t>(m)});
     // Raise the lock's max token; for a lock whose every mode conflicts with
     // itself and the others (lx), grants are serial, so it must be a new max.
     std::int64_t seen = w_.max_token[l].get();
@@ -426,6 +596,7 @@ class Worker {
   }
 
   World& w_;
+  GrantLog& grants_;
   int slot_;
   std::string store_path_;
   std::mt19937_64 rng_;
@@ -446,8 +617,8 @@ pid_t spawn(const Options& o, int slot, std::uint64_t generation) {
   if (pid == 0) {
     std::string s = std::to_string(slot), seed = std::to_string(o.seed ^ (generation * 0x9E3779B97F4A7C15ull) ^ slot);
     execl("/proc/self/exe", "torture", "--worker", s.c_str(), "--segment", o.segment.c_str(), "--store",
-          o.store.c_str(), "--seed", seed.c_str(), "--workers", std::to_string(o.workers).c_str(),
-          static_cast<char*>(nullptr));
+          o.store.c_str(), "--grants", o.grants.c_str(), "--seed", seed.c_str(), "--workers",
+          std::to_string(o.workers).c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   return pid;
@@ -460,12 +631,68 @@ double write_cost(Atomic<std::int64_t>& a, int n) {
   return std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / n;
 }
 
+// The grant-order check (see GrantLog): per lock, in key order, the largest
+// token of an earlier queued grant of each mode; a grant whose token is below
+// that of an earlier queued grant of a mode it must wait for came out of order.
+struct OrderCheck {
+  std::uint64_t grants = 0, queued = 0, violations = 0;
+  std::vector<std::string> examples;  // the first few
+};
+
+OrderCheck check_grant_order(std::vector<GrantRecord> records, const std::vector<FifoLock>& locks,
+                             const std::vector<LockModes>& modes) {
+  OrderCheck out;
+  auto place = [](const GrantRecord& r) {
+    return r.key % 2 == 0 ? "queued with ticket " + std::to_string(r.key / 2)
+                          : "granted at once after ticket " + std::to_string(r.key / 2);
+  };
+  std::sort(records.begin(), records.end(), [](const GrantRecord& a, const GrantRecord& b) {
+    return a.lock != b.lock ? a.lock < b.lock : a.key < b.key;
+  });
+  std::vector<std::optional<GrantRecord>> latest(LockModes::kMaxModes);  // per mode: the queued grant of largest token
+  std::uint32_t lock = UINT32_MAX;
+  for (const auto& r : records) {
+    if (r.lock >= locks.size() || r.mode >= modes[r.lock].size()) {
+      ++out.violations;
+      if (out.examples.size() < 5) out.examples.push_back("grant log: a record names lock " + std::to_string(r.lock) +
+                                                          " mode " + std::to_string(r.mode));
+      continue;
+    }
+    if (r.lock != lock) {
+      lock = r.lock;
+      std::fill(latest.begin(), latest.end(), std::nullopt);
+    }
+    const auto& table = modes[lock];
+    bool queued = r.key % 2 == 0;
+    ++out.grants;
+    if (queued) ++out.queued;
+    const GrantRecord* first = nullptr;  // the earlier grant of largest token among the modes r waits for
+    for (std::size_t a = 0; a < table.size(); ++a) {
+      bool waits = conflicts(table, r.mode, a) || (queued && a == r.mode && table.modes()[a].capacity != 0);
+      if (waits && latest[a] && latest[a]->token > r.token && (!first || latest[a]->token > first->token))
+        first = &*latest[a];
+    }
+    if (first != nullptr) {
+      ++out.violations;
+      if (out.examples.size() < 5)
+        out.examples.push_back(locks[lock].name() + ": " + table.modes()[r.mode].name + " " + place(r) +
+                               " was granted (token " + std::to_string(r.token) + ") before " +
+                               table.modes()[first->mode].name + " " + place(*first) + " (token " +
+                               std::to_string(first->token) + "): grants out of queue order");
+    }
+    if (queued && (!latest[r.mode] || r.token > latest[r.mode]->token)) latest[r.mode] = r;
+  }
+  return out;
+}
+
 }  // namespace
 
 int run_worker(const Options& o) {
   try {
     World w(Segment::open(o.segment), o.workers);
-    Worker(w, o.worker, o.store, o.seed).run();
+    auto grants = GrantLog::open(o.grants);
+    if (o.worker >= grants.workers()) throw std::runtime_error("grant log has no slot " + std::to_string(o.worker));
+    Worker(w, grants, o.worker, o.store, o.seed).run();
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "torture: worker %d: %s\n", o.worker, e.what());
@@ -485,14 +712,19 @@ int main(int argc, char** argv) {
   }
   std::string dir = dir_template;
   o.store = dir + "/store.json";
+  o.grants = dir + "/grants";
 
   std::int64_t violations = 0;
   std::uint64_t kills = 0;
   std::int64_t total_ops = 0;
+  OrderCheck order;
   std::string verdict_extra;
   std::vector<std::string> problems;
   try {
     World w(create_segment(o.segment), o.workers);
+    // Room for every grant a worker slot records: about 100 a second on the
+    // development machine; room for 4,000 a second is ample.
+    auto grants = GrantLog::create(o.grants, o.workers, 65'536 + static_cast<std::uint64_t>(o.seconds * 4'000));
     auto probe = w.seg.atomic<std::int64_t>("probe", 0);
     double cost_start = write_cost(probe, 200'000);
 
@@ -544,6 +776,16 @@ int main(int argc, char** argv) {
         problems.push_back("worker " + std::to_string(i) + " ended with status " + std::to_string(status));
       }
     }
+
+    // Grants came in queue order (every worker has ended: the log is complete).
+    order = check_grant_order(grants.all(), w.locks, w.modes);
+    for (const auto& e : order.examples) std::fprintf(stderr, "torture: VIOLATION: %s\n", e.c_str());
+    if (order.violations > order.examples.size())
+      std::fprintf(stderr, "torture: ... and %" PRIu64 " more grants out of queue order\n",
+                   order.violations - order.examples.size());
+    for (int i = 0; i < o.workers; ++i)
+      if (grants.full(i))
+        std::fprintf(stderr, "torture: note: worker slot %d filled its grant log; later grants were not checked\n", i);
 
     // Counters: equal to the acknowledged operations, give or take one per kill.
     std::int64_t acked = 0, store_acked = 0;
@@ -614,9 +856,11 @@ int main(int argc, char** argv) {
 
     violations = w.violations.get();
     char buf[256];
-    std::snprintf(buf, sizeof buf, " space_per_kill=%.0fB write_cost_end/start=%.2f slow_notifies=%" PRIu64,
+    std::snprintf(buf, sizeof buf,
+                  " space_per_kill=%.0fB write_cost_end/start=%.2f slow_notifies=%" PRIu64 " lock_grants=%" PRIu64
+                  " queued=%" PRIu64,
                   kills ? static_cast<double>(grown) / static_cast<double>(kills) : 0.0, cost_end / cost_start,
-                  slow);
+                  slow, order.grants, order.queued);
     verdict_extra = buf;
   } catch (const std::exception& e) {
     problems.push_back(std::string("error: ") + e.what());
@@ -626,7 +870,8 @@ int main(int argc, char** argv) {
   std::filesystem::remove_all(dir, ec);
 
   for (const auto& p : problems) std::fprintf(stderr, "torture: VIOLATION: %s\n", p.c_str());
-  std::int64_t total = violations + static_cast<std::int64_t>(problems.size());
+  std::int64_t total =
+      violations + static_cast<std::int64_t>(problems.size()) + static_cast<std::int64_t>(order.violations);
   std::printf("torture: %s seconds=%g workers=%d seed=%" PRIu64 " operations=%" PRId64 " kills=%" PRIu64
               " violations=%" PRId64 "%s\n",
               total == 0 ? "PASS" : "FAIL", o.seconds, o.workers, o.seed, total_ops, kills, total,
