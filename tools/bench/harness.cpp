@@ -39,6 +39,7 @@
 #include <shmstate/segment.hpp>
 
 #include "harness.hpp"
+#include "platform/futex.hpp"
 #include "rows.hpp"
 
 namespace shmstate_bench {
@@ -85,6 +86,37 @@ void HelperProcess::kill() {
   while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
   }
   pid_ = -1;
+}
+
+struct alignas(64) FutexRoundTrip::Words {
+  std::atomic<std::uint32_t> ready{0};
+  std::atomic<std::uint32_t> turn{0};  // 1: the helper's turn
+};
+
+FutexRoundTrip::FutexRoundTrip() : words_(new (page_.get()) Words()) {
+  Words* w = words_;
+  helper_ = std::make_unique<HelperProcess>([w] {
+    w->ready.store(1);
+    for (;;) {
+      while (w->turn.load(std::memory_order_acquire) != 1)
+        shmstate::platform::futex_wait(w->turn, 0, std::chrono::seconds(1));
+      w->turn.store(0, std::memory_order_release);
+      shmstate::platform::futex_wake(w->turn, 1);
+    }
+  });
+  while (w->ready.load() == 0) std::this_thread::sleep_for(std::chrono::microseconds(100));
+}
+
+FutexRoundTrip::~FutexRoundTrip() = default;  // the helper goes first (declared last)
+
+std::uint64_t FutexRoundTrip::run(std::uint64_t n) {
+  for (std::uint64_t i = 0; i < n; ++i) {
+    words_->turn.store(1, std::memory_order_release);
+    shmstate::platform::futex_wake(words_->turn, 1);
+    while (words_->turn.load(std::memory_order_acquire) != 0)
+      shmstate::platform::futex_wait(words_->turn, 1, std::chrono::seconds(1));
+  }
+  return n;
 }
 
 void kill_a_waiter(const std::function<void()>& wait, const std::function<bool()>& armed) {

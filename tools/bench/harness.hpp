@@ -56,6 +56,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -102,6 +103,28 @@ class HelperProcess {
 
  private:
   pid_t pid_ = -1;
+};
+
+// The baseline of every wake-up latency row: a raw futex wake round trip
+// between this process and a helper process it forks. Each op stores 1 in a
+// shared word and FUTEX_WAKEs the helper asleep on it, then sleeps in
+// FUTEX_WAIT until the helper has stored 0 and woken it back: two wakes, one
+// each way, and nothing else. The helper sleeps between calls (no timed
+// re-checks that would disturb the rows timed meanwhile); it goes with this.
+class FutexRoundTrip {
+ public:
+  FutexRoundTrip();  // returns once the helper runs
+  FutexRoundTrip(const FutexRoundTrip&) = delete;
+  FutexRoundTrip& operator=(const FutexRoundTrip&) = delete;
+  ~FutexRoundTrip();
+  // `n` round trips; returns n.
+  std::uint64_t run(std::uint64_t n);
+
+ private:
+  struct Words;
+  SharedPages page_{4096};
+  Words* words_;
+  std::unique_ptr<HelperProcess> helper_;
 };
 
 // Issue 6 item 3's scene: forks a process that runs `wait` (a blocking wait

@@ -10,6 +10,7 @@ std::vector<Case> all_cases() {
   registry_rows(cases);
   fifo_lock_rows(cases);
   signal_rows(cases);
+  watch_rows(cases);
   return cases;
 }
 

@@ -15,6 +15,7 @@ void store_rows(std::vector<Case>& cases);
 void registry_rows(std::vector<Case>& cases);
 void fifo_lock_rows(std::vector<Case>& cases);
 void signal_rows(std::vector<Case>& cases);
+void watch_rows(std::vector<Case>& cases);
 
 // Every row, in the order bench runs and prints them.
 std::vector<Case> all_cases();

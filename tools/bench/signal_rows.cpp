@@ -17,76 +17,89 @@
 #include <shmstate/signal.hpp>
 
 #include "harness.hpp"
-#include "platform/futex.hpp"
 #include "rows.hpp"
 
 namespace shmstate_bench {
 namespace {
 
 using namespace std::chrono_literals;
-namespace platform = shmstate::platform;
 
 // Signals are one-shot, so a round trip uses two fresh ones: this process
 // fires go[i] and waits for ack[i]; a helper process waits for go[i] (alone,
 // or in a composition go[i] | never1 | never2) and fires ack[i]. Each op is
 // a round trip of two go() -> wait() returns. Every timed call gets fresh
 // signals in a segment of its own and a fresh helper (Bodies::prepare,
-// untimed). The futex baseline does the same round trip on one word.
-enum class Side { Single, Composition, Futex };
+// untimed). Wide (issue 13): both sides wait on a 200-way | instead, the
+// 199 signals nobody fires first and go[i] (ack[i]) last, so the fired word
+// is in the part of the wait that a helper thread sleeps on (futex_wait_any
+// beyond 128 words: two wake-ups). The futex baseline is the harness's
+// FutexRoundTrip, also fresh for every timed call.
+enum class Side { Single, Composition, Wide, Futex };
 
 constexpr std::uint64_t kMaxOps = 2000;
+constexpr int kWide = 200;
 
 struct alignas(64) Shared {
   std::atomic<std::uint32_t> ready{0};
-  std::atomic<std::uint32_t> turn{0};  // futex: 1 = helper's turn
 };
+
+// `count` signals nobody fires, or'ed: the rest of a 200-way composition.
+shmstate::Condition nevers(shmstate::Segment& seg, const std::string& prefix, int count) {
+  shmstate::Condition any = shmstate::NEVER;
+  for (int i = 0; i < count; ++i) any = any | seg.signal(prefix + std::to_string(i));
+  return any;
+}
 
 struct RoundTrip {
   std::shared_ptr<SharedPages> page = std::make_shared<SharedPages>(4096);
   Shared* sh = new (page->get()) Shared();
   std::unique_ptr<HelperProcess> helper;
+  std::unique_ptr<FutexRoundTrip> futex;
   std::unique_ptr<OwnSegment> segment;
   std::vector<shmstate::Signal> go, ack;
+  std::vector<shmstate::Condition> ack_waits;  // Wide: ack[i] | 199 others
 
   void prepare(Side side, std::uint64_t n) {
     helper.reset();  // kills the last one
+    futex.reset();
     go.clear();
     ack.clear();
+    ack_waits.clear();
     segment.reset();
     sh->ready.store(0);
-    sh->turn.store(0);
-    if (side != Side::Futex) {
-      shmstate::SegmentOptions o;
-      o.size = 4u << 20;
-      o.max_objects = 2 * kMaxOps + 8;
-      segment = std::make_unique<OwnSegment>(o);
-      auto& seg = segment->get();
-      seg.signal("never1");
-      seg.signal("never2");
-      for (std::uint64_t i = 0; i < n; ++i) {
-        go.push_back(seg.signal("go." + std::to_string(i)));
-        ack.push_back(seg.signal("ack." + std::to_string(i)));
-      }
+    if (side == Side::Futex) {
+      futex = std::make_unique<FutexRoundTrip>();
+      return;
+    }
+    shmstate::SegmentOptions o;
+    o.size = 4u << 20;
+    o.max_objects = 2 * kMaxOps + 2 * kWide + 8;
+    segment = std::make_unique<OwnSegment>(o);
+    auto& seg = segment->get();
+    seg.signal("never1");
+    seg.signal("never2");
+    shmstate::Condition mine = side == Side::Wide ? nevers(seg, "never.a.", kWide - 1) : shmstate::NEVER;
+    if (side == Side::Wide) nevers(seg, "never.g.", kWide - 1);
+    for (std::uint64_t i = 0; i < n; ++i) {
+      go.push_back(seg.signal("go." + std::to_string(i)));
+      ack.push_back(seg.signal("ack." + std::to_string(i)));
+      if (side == Side::Wide) ack_waits.push_back(mine | ack.back());
     }
     Shared* s = sh;
-    std::string name = segment ? segment->get().name() : std::string();
+    std::string name = seg.name();
     helper = std::make_unique<HelperProcess>([s, side, n, name] {
-      if (side == Side::Futex) {
-        s->ready.store(1);
-        for (std::uint64_t i = 0; i < n; ++i) {
-          while (s->turn.load(std::memory_order_acquire) != 1) platform::futex_wait(s->turn, 0, 10ms);
-          s->turn.store(0, std::memory_order_release);
-          platform::futex_wake(s->turn, 1);
-        }
-        return;
-      }
       auto seg = shmstate::Segment::open(name);
       std::vector<shmstate::Condition> waits;
       std::vector<shmstate::Signal> acks;
       auto never = seg.open_signal("never1") | seg.open_signal("never2");
+      shmstate::Condition others = shmstate::NEVER;
+      if (side == Side::Wide)
+        for (int j = 0; j < kWide - 1; ++j) others = others | seg.open_signal("never.g." + std::to_string(j));
       for (std::uint64_t i = 0; i < n; ++i) {
         auto g = seg.open_signal("go." + std::to_string(i));
-        waits.push_back(side == Side::Composition ? shmstate::Condition(g | never) : shmstate::Condition(g));
+        waits.push_back(side == Side::Composition ? shmstate::Condition(g | never)
+                        : side == Side::Wide      ? shmstate::Condition(others | g)
+                                                  : shmstate::Condition(g));
         acks.push_back(seg.open_signal("ack." + std::to_string(i)));
       }
       s->ready.store(1);
@@ -99,17 +112,13 @@ struct RoundTrip {
   }
 
   std::uint64_t run(Side side, std::uint64_t n) {
-    if (side == Side::Futex) {
-      for (std::uint64_t i = 0; i < n; ++i) {
-        sh->turn.store(1, std::memory_order_release);
-        platform::futex_wake(sh->turn, 1);
-        while (sh->turn.load(std::memory_order_acquire) != 0) platform::futex_wait(sh->turn, 1, 10ms);
-      }
-      return n;
-    }
+    if (side == Side::Futex) return futex->run(n);
     for (std::uint64_t i = 0; i < n; ++i) {
       go[i].go();
-      ack[i].wait();
+      if (side == Side::Wide)
+        ack_waits[i].wait();
+      else
+        ack[i].wait();
     }
     return n;
   }
@@ -189,6 +198,14 @@ void signal_rows(std::vector<Case>& cases) {
   composition.baseline = "Signal wait on go alone round trip 2 procs";
   composition.setup = [](Fixture&) { return round_trip_bodies(Side::Composition, Side::Single); };
   cases.push_back(composition);
+  // Issue 13, "Bench rows": a wait on a 200-way | composition (another
+  // process fires one of the 200 signals) vs a raw futex wake round trip:
+  // target <= 2x. Both sides of the round trip wait on 200 words.
+  Case wide = go_wait;
+  wide.name = "Signal wait on a 200-way | (the last one fires) round trip 2 procs";
+  wide.target = Target{2.0, std::nullopt};
+  wide.setup = [](Fixture&) { return round_trip_bodies(Side::Wide, Side::Futex); };
+  cases.push_back(wide);
   // Till lateness (no target; the issue asks for figures).
   Case till{
       "Till(1ms).wait() 1 proc",
