@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <optional>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -20,6 +21,7 @@
 #include "support/proc.hpp"
 
 using namespace std::chrono_literals;
+using shmstate::FifoLock;
 using shmstate::LockModes;
 using shmstate::Segment;
 using B = std::vector<bool>;
@@ -292,10 +294,24 @@ using test::crash_at;
 TEST_CASE("crash points inside acquire, release and reclaim: survivors go on") {
   auto name = [](const Fixture& f) { return f.t.name(); };
   SUBCASE("acquire.after_grant: the next acquire is told the holder died") {
+    // A grant at once under the mutex: the lock is not idle (a reader holds
+    // it by the fast path), so a second reader takes a slot.
+    Fixture f(LockModes::read_write());
+    auto lock = f.seg.open_fifo_lock("l");
+    auto reader = lock.acquire("read");
+    crash_at("fifo_lock.acquire.after_grant", [&] { Segment::open(name(f)).open_fifo_lock("l").acquire("read"); });
+    reader.release();
+    auto g = lock.acquire_for("write", 3s);
+    REQUIRE(g.has_value());
+    CHECK(g->previous_holder_died());
+  }
+  SUBCASE("fast.after_claim: a holder killed right after the fast swap is reclaimed within 1 s, and told") {
     Fixture f(LockModes::exclusive());
-    crash_at("fifo_lock.acquire.after_grant", [&] { Segment::open(name(f)).open_fifo_lock("l").acquire(); });
+    crash_at("fifo_lock.fast.after_claim", [&] { Segment::open(name(f)).open_fifo_lock("l").acquire(); });
+    auto start = Clock::now();
     auto g = f.seg.open_fifo_lock("l").acquire_for(3s);
     REQUIRE(g.has_value());
+    CHECK(Clock::now() - start < 1s);
     CHECK(g->previous_holder_died());
   }
   SUBCASE("acquire.after_enqueue: the dead request leaves the queue") {
@@ -310,12 +326,18 @@ TEST_CASE("crash points inside acquire, release and reclaim: survivors go on") {
     f.holders.complete(0);
     CHECK(test::queued(f.seg, "l") == 0);
   }
-  SUBCASE("release.after_free and release.after_grant: the waiter is granted within 1 s") {
-    for (const char* point : {"fifo_lock.release.after_free", "fifo_lock.release.after_grant"}) {
+  SUBCASE("release.after_free/after_grant, fast_release.after_drop/after_grant: the waiter is granted within 1 s") {
+    for (const char* point : {"fifo_lock.release.after_free", "fifo_lock.release.after_grant",
+                              "fifo_lock.fast_release.after_drop", "fifo_lock.fast_release.after_grant"}) {
       CAPTURE(point);
       Fixture f(LockModes::exclusive());
       test::SharedMemory mem;
       auto* held = mem.as<std::atomic<int>>();
+      // The slot release points need a hold with a slot: one granted from the
+      // queue (this process holds first, by the fast path).
+      const bool slot_hold = std::string_view(point).starts_with("fifo_lock.release.");
+      std::optional<FifoLock::Guard> first;
+      if (slot_hold) first = f.seg.open_fifo_lock("l").acquire();
       test::Child holder([&] {
         auto g = Segment::open(name(f)).open_fifo_lock("l").acquire();
         held->store(1);
@@ -324,6 +346,10 @@ TEST_CASE("crash points inside acquire, release and reclaim: survivors go on") {
         g.release();
         return 0;
       });
+      if (slot_hold) {
+        REQUIRE(test::eventually([&] { return test::queued(f.seg, "l") == 1; }));
+        first->release();
+      }
       REQUIRE(test::eventually([&] { return held->load() == 1; }));
       f.holders.start(0, "exclusive");
       held->store(2);
@@ -337,11 +363,28 @@ TEST_CASE("crash points inside acquire, release and reclaim: survivors go on") {
   }
   SUBCASE("reclaim.after_free: the reclaimer dies midway; the next one finishes the job") {
     Fixture f(LockModes::exclusive());
-    f.holders.start(0, "exclusive");
+    {
+      auto first = f.seg.open_fifo_lock("l").acquire();  // so that child 0's hold has a slot
+      f.holders.start(0, "exclusive");
+    }
+    REQUIRE(test::eventually([&] { return f.holders.board().acquired[0].load() == 1; }));
     f.holders.child(0).kill();
     f.holders.child(0).wait();
     std::this_thread::sleep_for(150ms);  // older than a slice: the next request reclaims it
     crash_at("fifo_lock.reclaim.after_free", [&] { Segment::open(name(f)).open_fifo_lock("l").acquire_for(5s); });
+    auto g = f.seg.open_fifo_lock("l").acquire_for(3s);
+    REQUIRE(g.has_value());
+    CHECK(g->previous_holder_died());
+  }
+  SUBCASE("reclaim.after_drop_fast: the reclaimer of a dead fast holder dies midway; the next one is told") {
+    Fixture f(LockModes::exclusive());
+    f.holders.start(0, "exclusive");  // an idle lock: the fast path
+    REQUIRE(f.holders.acquired(1) == B{true});
+    f.holders.child(0).kill();
+    f.holders.child(0).wait();
+    std::this_thread::sleep_for(150ms);
+    crash_at("fifo_lock.reclaim.after_drop_fast",
+             [&] { Segment::open(name(f)).open_fifo_lock("l").acquire_for(5s); });
     auto g = f.seg.open_fifo_lock("l").acquire_for(3s);
     REQUIRE(g.has_value());
     CHECK(g->previous_holder_died());

@@ -155,9 +155,10 @@ TEST_CASE("a full slot table is SegmentFull naming the lock") {
   auto seg = Segment::create(t.name());
   auto lock = seg.fifo_lock("small", LockModes::semaphore(10), 2);
   CHECK(lock.capacity() == 2);
-  auto a = lock.acquire();
-  std::optional<FifoLock::Guard> b;
+  auto a = lock.acquire();  // the lock was idle: the fast path, no slot
+  std::optional<FifoLock::Guard> b, c;
   std::thread([&] { b = lock.acquire(); }).join();
+  std::thread([&] { c = lock.acquire(); }).join();
   shmstate::Error e(ErrorCode::Io, "");
   std::thread([&] { e = test::error_of([&] { lock.acquire(); }); }).join();
   CHECK(e.code() == ErrorCode::SegmentFull);
@@ -171,8 +172,27 @@ TEST_CASE("a damaged slot is Corrupt, never a crash") {
   auto lock = seg.fifo_lock("d", LockModes::exclusive(), 4);
   auto* s = test::lock_state(seg, "d");
   shmstate::detail::fifo_slots(s)[0].state.store(77);
-  CHECK(test::error_of([&] { lock.acquire(); }).code() == ErrorCode::Corrupt);
+  {
+    // An idle lock's fast path reads no slot; the first request that uses the
+    // table (here: one that finds the lock held) finds the damage.
+    auto g = lock.acquire();
+    std::thread([&] { CHECK(test::error_of([&] { lock.try_acquire(); }).code() == ErrorCode::Corrupt); }).join();
+  }
   shmstate::detail::fifo_slots(s)[0].state.store(0);
+  CHECK(lock.acquire().held());
+  // A fast word with a mode the lock does not have.
+  s->fast.word.store(shmstate::detail::kFastHeld | std::uint64_t{9} << shmstate::detail::kFastModeShift);
+  auto bad = test::error_of([&] { lock.try_acquire(); });
+  CHECK(bad.code() == ErrorCode::Corrupt);
+  CHECK(std::string(bad.what()).find("mode 9") != std::string::npos);
+  // A fast word naming a process that is not there (pid 1 with another
+  // start time): a ghost holder, reclaimed, and the next grant is told.
+  s->fast.word.store(shmstate::detail::fast_word({1, 0, 12345}, 0));
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));  // older than a slice
+  auto ghost = lock.acquire_for(std::chrono::seconds(3));
+  REQUIRE(ghost.has_value());
+  CHECK(ghost->previous_holder_died());
+  ghost->release();
   s->mode_count = 99;
   CHECK(test::error_of([&] { seg.open_fifo_lock("d"); }).code() == ErrorCode::Corrupt);
   s->mode_count = 1;

@@ -1,11 +1,13 @@
 #include "platform/process.hpp"
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,26 +51,33 @@ int read_stat(pid_t pid, StatFields& out) noexcept {
 
 }  // namespace
 
-ProcessIdentity self_identity() noexcept {
-  // Cached per pid so a forked child computes its own.
-  static thread_local ProcessIdentity cached{};
+std::atomic<unsigned> g_fork_generation{0};
+thread_local ProcessIdentity t_self{};
+thread_local unsigned t_self_generation = ~0u;
+
+namespace {
+[[maybe_unused]] const int g_atfork_registered =
+    ::pthread_atfork(nullptr, nullptr, [] { g_fork_generation.fetch_add(1, std::memory_order_relaxed); });
+}  // namespace
+
+ProcessIdentity refresh_self_identity() noexcept {
+  unsigned g = fork_generation();
   pid_t pid = ::getpid();
-  if (cached.pid != pid) {
-    StatFields f{};
-    ProcessIdentity id{static_cast<std::int32_t>(pid), 0, 0};
-    if (read_stat(pid, f) == 0) id.start_time = f.start_time;
-    cached = id;
-  }
-  return cached;
+  StatFields f{};
+  ProcessIdentity id{static_cast<std::int32_t>(pid), 0, 0};
+  if (read_stat(pid, f) == 0) id.start_time = f.start_time;
+  t_self = id;
+  t_self_generation = g;
+  return id;
 }
 
-Liveness liveness(const ProcessIdentity& id) noexcept {
+Liveness liveness(const ProcessIdentity& id, std::uint64_t start_mask) noexcept {
   if (id.pid <= 0) return Liveness::Unknown;
   StatFields f{};
   int err = read_stat(id.pid, f);
   if (err == ENOENT || err == ESRCH) return Liveness::Dead;
   if (err != 0) return Liveness::Unknown;
-  if (id.start_time != 0 && f.start_time != id.start_time) return Liveness::Dead;
+  if (id.start_time != 0 && (f.start_time & start_mask) != id.start_time) return Liveness::Dead;
   if (f.state == 'Z' || f.state == 'X' || f.state == 'x') return Liveness::Dead;
   return Liveness::Alive;
 }

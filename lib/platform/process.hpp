@@ -4,6 +4,8 @@
 // "alive" for zombies and for whoever got the pid next.
 #pragma once
 
+#include <atomic>
+
 #include <sys/types.h>
 
 #include <cstdint>
@@ -20,14 +22,29 @@ static_assert(sizeof(ProcessIdentity) == 16);
 
 enum class Liveness { Alive, Dead, Unknown };
 
-// The calling process (re-read after fork: the pid is checked on every call).
-ProcessIdentity self_identity() noexcept;
+// Incremented in the child of every fork() (a pthread_atfork handler): what
+// a process caches about itself (its pid, a thread's tid) is re-read when it
+// changes. A child made by a raw clone(2) that bypasses glibc's fork() runs
+// no atfork handler and must not use shmstate handles.
+extern std::atomic<unsigned> g_fork_generation;
+inline unsigned fork_generation() noexcept { return g_fork_generation.load(std::memory_order_relaxed); }
+
+// The calling process (cached per thread and fork generation: no system call
+// after the first; inline because the uncontended FifoLock path asks twice).
+extern thread_local ProcessIdentity t_self;
+extern thread_local unsigned t_self_generation;
+ProcessIdentity refresh_self_identity() noexcept;
+inline ProcessIdentity self_identity() noexcept {
+  return t_self_generation == fork_generation() ? t_self : refresh_self_identity();
+}
 
 // Alive: /proc/<pid>/stat exists, its start time matches and the state is not
 // Z or X. Dead: no such process, another process has the pid, or a zombie.
 // Unknown: pid <= 0, or /proc unreadable for another reason.
 // Only meaningful in the PID namespace the identity was taken in.
-Liveness liveness(const ProcessIdentity& id) noexcept;
+// start_mask: only those bits of the start time are compared (an identity
+// packed into one word keeps only its low bits).
+Liveness liveness(const ProcessIdentity& id, std::uint64_t start_mask = ~std::uint64_t{0}) noexcept;
 
 inline bool same_process(const ProcessIdentity& a, const ProcessIdentity& b) noexcept {
   return a.pid == b.pid && a.start_time == b.start_time;
@@ -38,10 +55,10 @@ inline bool same_process(const ProcessIdentity& a, const ProcessIdentity& b) noe
 // what we cannot prove dead).
 class DeathCache {
  public:
-  bool dead(const ProcessIdentity& id) noexcept {
+  bool dead(const ProcessIdentity& id, std::uint64_t start_mask = ~std::uint64_t{0}) noexcept {
     for (const auto& s : seen_)
       if (same_process(s.id, id)) return s.dead;
-    bool d = liveness(id) == Liveness::Dead;
+    bool d = liveness(id, start_mask) == Liveness::Dead;
     seen_.push_back({id, d});
     return d;
   }

@@ -10,6 +10,9 @@
 #include <cstdio>
 #include <climits>
 #include <cstring>
+#include <ctime>
+#include <map>
+#include <mutex>
 #include <new>
 #include <vector>
 
@@ -49,6 +52,27 @@ void publish(platform::ProcessIdentity& field, const platform::ProcessIdentity& 
   publish(field.pid, value.pid);
   publish(field.reserved, value.reserved);
   publish(field.start_time, value.start_time);
+}
+
+// dump reads without the lock (it must not wait on a stuck holder): each
+// field is read once, atomically; fields may be from different instants.
+template <class T>
+T peek(const T& field) noexcept {
+  return std::atomic_ref<T>(const_cast<T&>(field)).load(std::memory_order_relaxed);
+}
+
+// Written by the fast path outside the mutex too, so always read-modify-write.
+std::atomic_ref<std::uint64_t> next_token(detail::FifoLockState& s) noexcept {
+  return std::atomic_ref<std::uint64_t>(s.next_token);
+}
+std::atomic_ref<std::uint32_t> died_modes(detail::FifoLockState& s) noexcept {
+  return std::atomic_ref<std::uint32_t>(s.died_modes);
+}
+
+// The died_modes bits a grant of mode m reports and consumes: the modes it
+// conflicts with, and its own when capacity-limited.
+std::uint32_t told_of(const detail::FifoLockHandle& h, std::size_t m) noexcept {
+  return h.conflicts[m] | (h.capacity[m] != 0 ? 1u << m : 0u);
 }
 
 }  // namespace
@@ -183,18 +207,12 @@ LockModes LockModes::from_json(const boost::json::value& json) {
 
 namespace detail {
 
-namespace {
-std::atomic<unsigned> g_fork_generation{0};
-[[maybe_unused]] const int g_atfork_registered =
-    ::pthread_atfork(nullptr, nullptr, [] { g_fork_generation.fetch_add(1, std::memory_order_relaxed); });
-}  // namespace
-
 std::int32_t current_tid() noexcept {
   // gettid() is a syscall; a forked child's thread has a new tid, hence the
   // fork generation check.
   thread_local unsigned generation = ~0u;
   thread_local std::int32_t tid = 0;
-  unsigned g = g_fork_generation.load(std::memory_order_relaxed);
+  unsigned g = platform::fork_generation();
   if (generation != g) {
     tid = static_cast<std::int32_t>(::gettid());
     generation = g;
@@ -204,6 +222,12 @@ std::int32_t current_tid() noexcept {
 
 std::int64_t steady_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+std::int64_t coarse_ns() noexcept {
+  struct timespec ts;
+  if (::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0) return steady_ns();
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
 
 LockModes stored_modes(const FifoLockState& s, const std::string& where) {
@@ -247,6 +271,10 @@ class Locked {
   explicit Locked(FifoLockHandle& h)
       : h_(h), s_(*h.s), slots_(detail::fifo_slots(h.s)),
         lock_(s_.mutex, h.where(), [this]() noexcept { recompute(); }) {
+    // Freezes the fast word for the whole critical section (fifo_lock.hpp).
+    fast_ = s_.fast.word.fetch_or(detail::kFastSlow, std::memory_order_acq_rel) | detail::kFastSlow;
+    if (fast_held() && detail::fast_mode(fast_) >= h_.modes.size())
+      corrupt("the uncontended hold word 0x" + hex(fast_) + " has mode " + std::to_string(detail::fast_mode(fast_)));
     if (lock_.owner_died()) {
       // A process died inside a critical section: the derived counts were
       // recomputed; now drop whatever the dead left and move the queue on.
@@ -256,6 +284,31 @@ class Locked {
   }
   Locked(const Locked&) = delete;
   Locked& operator=(const Locked&) = delete;
+  // Still under the mutex (lock_ is destroyed after this body): an empty
+  // table reopens the fast path, unless the section ended by an error (a
+  // damaged slot, say): then every request keeps taking the mutex and
+  // meets the damage, as before the fast path existed.
+  ~Locked() {
+    if (std::uncaught_exceptions() == exceptions_ && s_.waiting == 0 && slot_held_mask() == 0)
+      s_.fast.word.fetch_and(~detail::kFastSlow, std::memory_order_release);
+  }
+
+  // The fast hold, as frozen by this critical section.
+  bool fast_held() const noexcept { return (fast_ & detail::kFastHeld) != 0; }
+  std::uint32_t fast_mode() const noexcept { return detail::fast_mode(fast_); }
+  bool fast_is(std::uint64_t owner_word) const noexcept {
+    return fast_held() && (fast_ & detail::kFastOwnerMask) == (owner_word & detail::kFastOwnerMask);
+  }
+  // The fast hold of `tid` of this process (reentrancy checks).
+  bool fast_is_thread(const platform::ProcessIdentity& self, std::int32_t tid) const noexcept {
+    return fast_is(detail::fast_word(self, 0)) && peek_tid() == tid;
+  }
+  std::uint64_t fast_word() const noexcept { return fast_; }
+  // Ends the fast hold (its holder's release, or its holder died).
+  void drop_fast() noexcept {
+    s_.fast.word.store(detail::kFastSlow, std::memory_order_relaxed);
+    fast_ = detail::kFastSlow;
+  }
 
   FifoLockState& s() noexcept { return s_; }
   FifoLockSlot& slot(std::uint32_t i) noexcept { return slots_[i]; }
@@ -270,16 +323,17 @@ class Locked {
     return st;
   }
 
+  // Modes held, by slots and by the fast hold.
   std::uint32_t held_mask() const noexcept {
-    std::uint32_t mask = 0;
-    for (std::size_t m = 0; m < h_.modes.size(); ++m)
-      if (s_.held[m] != 0) mask |= 1u << m;
-    return mask;
+    return slot_held_mask() | (fast_held() ? 1u << fast_mode() : 0u);
+  }
+  std::uint32_t held_count(std::size_t m) const noexcept {
+    return s_.held[m] + (fast_held() && fast_mode() == m ? 1u : 0u);
   }
 
   bool compatible(std::size_t m) const noexcept {
     if (h_.conflicts[m] & held_mask()) return false;
-    return h_.capacity[m] == 0 || s_.held[m] < h_.capacity[m];
+    return h_.capacity[m] == 0 || held_count(m) < h_.capacity[m];
   }
 
   std::optional<std::uint32_t> free_slot() const {
@@ -295,11 +349,9 @@ class Locked {
     // A capacity-limited mode is told about a dead holder of its own mode too.
     // The slot keeps the bits it consumed: a grant given back unseen (a
     // stopped waiter) returns them, so the news reaches the next holder.
-    std::uint32_t told = h_.conflicts[m] | (h_.capacity[m] != 0 ? 1u << m : 0u);
-    sl.died = s_.died_modes & told;
-    s_.died_modes &= ~told;
-    publish(s_.next_token, s_.next_token + 1);
-    publish(sl.token, s_.next_token);
+    std::uint32_t told = told_of(h_, m);
+    sl.died = died_modes(s_).fetch_and(~told, std::memory_order_relaxed) & told;
+    publish(sl.token, next_token(s_).fetch_add(1, std::memory_order_relaxed) + 1);
     publish(sl.since_ns, detail::steady_ns());
     sl.state.store(detail::kSlotHeld, std::memory_order_relaxed);
     ++s_.held[m];
@@ -344,6 +396,14 @@ class Locked {
     std::int64_t now = detail::steady_ns();
     platform::DeathCache deaths;
     bool freed = false;
+    if (fast_held() && !fast_is(detail::fast_word(self, 0)) &&
+        (min_age_ns == 0 || detail::age_ns(detail::coarse_ns(), peek(s_.fast.since_ns)) >= min_age_ns) &&
+        deaths.dead(detail::fast_owner(fast_), detail::kFastStartMask)) {
+      died_modes(s_).fetch_or(1u << fast_mode(), std::memory_order_relaxed);
+      drop_fast();
+      freed = true;
+      SHMSTATE_CRASH_POINT("fifo_lock.reclaim.after_drop_fast");
+    }
     for (std::uint32_t i = 0; i < s_.slot_count; ++i) {
       std::uint32_t st = state_of(i);
       if (st == detail::kSlotFree) continue;
@@ -351,7 +411,7 @@ class Locked {
       if (same_process(sl.owner, self)) continue;
       if (min_age_ns != 0 && detail::age_ns(now, sl.since_ns) < min_age_ns) continue;
       if (!deaths.dead(sl.owner)) continue;
-      if (st == detail::kSlotHeld) s_.died_modes |= 1u << sl.mode;
+      if (st == detail::kSlotHeld) died_modes(s_).fetch_or(1u << sl.mode, std::memory_order_relaxed);
       free(i);
       freed = true;
       SHMSTATE_CRASH_POINT("fifo_lock.reclaim.after_free");
@@ -364,6 +424,19 @@ class Locked {
   }
 
  private:
+  std::uint32_t slot_held_mask() const noexcept {
+    std::uint32_t mask = 0;
+    for (std::size_t m = 0; m < h_.modes.size(); ++m)
+      if (s_.held[m] != 0) mask |= 1u << m;
+    return mask;
+  }
+  std::int32_t peek_tid() const noexcept { return peek(s_.fast.tid); }
+  static std::string hex(std::uint64_t v) {
+    char buf[20];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+    return buf;
+  }
+
   // Repair after a death inside the mutex: recompute the derived counts from
   // the slots (each slot's state is one word, so it is never torn).
   void recompute() noexcept {
@@ -383,6 +456,8 @@ class Locked {
   FifoLockState& s_;
   FifoLockSlot* slots_;
   std::vector<std::uint32_t> wake_;
+  std::uint64_t fast_ = detail::kFastSlow;
+  int exceptions_ = std::uncaught_exceptions();
   platform::RobustLock lock_;
 };
 
@@ -443,7 +518,12 @@ std::optional<FifoLock::Guard> FifoLock::acquire_until(ModeSelector mode, steady
                                                        std::stop_token stop) {
   return acquire_impl(resolve(mode), deadline, &stop, false);
 }
-FifoLock::Guard FifoLock::acquire() { return acquire(Mode(only_mode())); }
+FifoLock::Guard FifoLock::acquire() {
+  std::size_t m = only_mode();
+  Guard g(nullptr, 0, 0, 0, false);  // one named result: returned in place
+  if (!take_idle(m, g)) g = std::move(*acquire_impl(m, steady_clock::time_point::max(), nullptr, false));
+  return g;
+}
 std::optional<FifoLock::Guard> FifoLock::acquire(std::stop_token stop) {
   return acquire(Mode(only_mode()), std::move(stop));
 }
@@ -455,14 +535,60 @@ std::optional<FifoLock::Guard> FifoLock::acquire_until(steady_clock::time_point 
   return acquire_until(Mode(only_mode()), deadline, std::move(stop));
 }
 
+// An idle lock (fifo_lock.hpp, "The uncontended fast path") is taken with one
+// swap. Idle means no holder at all, so this thread holds nothing either: no
+// reentrancy check is needed.
+bool FifoLock::take_idle(std::size_t m, Guard& out) const {
+  auto& h = *h_;
+  if (platform::is_read_only(h.s))
+    platform::require_writable_at(h.s, h.where(), "acquire '" + h.modes.modes()[m].name + "'");
+  auto& fast = h.s->fast;
+  std::uint64_t mine = detail::fast_word(platform::self_identity(), static_cast<std::uint32_t>(m));
+  std::uint64_t expected = 0;
+  if (mine == 0 ||
+      !fast.word.compare_exchange_strong(expected, mine, std::memory_order_acquire, std::memory_order_relaxed))
+    return false;
+  SHMSTATE_CRASH_POINT("fifo_lock.fast.after_claim");
+  // A mode that conflicts with every mode leaves nobody to take a token
+  // while it is held (a critical section grants nothing then), so a plain
+  // increment is enough; otherwise compatible grants under the mutex may
+  // take tokens meanwhile.
+  std::uint64_t token;
+  if (h.exclusive[m]) {
+    token = next_token(*h.s).load(std::memory_order_relaxed) + 1;
+    next_token(*h.s).store(token, std::memory_order_relaxed);
+  } else {
+    token = next_token(*h.s).fetch_add(1, std::memory_order_relaxed) + 1;
+  }
+  std::uint32_t told = told_of(h, m);
+  std::uint32_t died = 0;
+  if (died_modes(*h.s).load(std::memory_order_relaxed) & told)
+    died = died_modes(*h.s).fetch_and(~told, std::memory_order_relaxed) & told;
+  publish(fast.token, token);
+  publish(fast.since_ns, detail::coarse_ns());
+  publish(fast.died, died);
+  publish(fast.tid, detail::current_tid());
+  // `out` is a fresh, empty guard: fill it in place (a move assignment
+  // would first try to release it).
+  out.handle_ = h_.get();
+  out.slot_ = Guard::kFastSlot;
+  out.mode_ = static_cast<std::uint32_t>(m);
+  out.token_ = token;
+  out.died_ = died != 0;
+  return true;
+}
+
 std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_clock::time_point deadline,
                                                       const std::stop_token* stop, bool try_only,
                                                       const Condition* till) {
+  {
+    Guard g(nullptr, 0, 0, 0, false);
+    if (take_idle(m, g)) return g;
+  }
   auto& h = *h_;
   auto self = platform::self_identity();
   std::int32_t tid = detail::current_tid();
   const std::string& mode_name = h.modes.modes()[m].name;
-  platform::require_writable_at(h.s, h.where(), "acquire '" + mode_name + "'");
   std::uint32_t index = 0;
   std::vector<std::uint32_t> wake;
   {
@@ -476,6 +602,8 @@ std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_cloc
       for (std::uint32_t i = 0; i < s.slot_count; ++i)
         if (L.state_of(i) == detail::kSlotHeld && L.slot(i).tid == tid && same_process(L.slot(i).owner, self))
           own |= 1u << L.slot(i).mode;
+    const bool own_fast = L.fast_is_thread(self, tid);
+    if (own_fast) own |= 1u << L.fast_mode();
     for (std::size_t j = 0; j < h.modes.size(); ++j)
       if (((own >> j) & 1u) && ((h.conflicts[m] >> j) & 1u))
         throw Error(ErrorCode::InvalidArgument, h.where() + ": this thread holds '" + h.modes.modes()[j].name +
@@ -506,7 +634,7 @@ std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_cloc
       L.grant(i, false);
       SHMSTATE_CRASH_POINT("fifo_lock.acquire.after_grant");
       finish();
-      return Guard(h_, i, static_cast<std::uint32_t>(m), L.slot(i).token, L.slot(i).died != 0);
+      return Guard(h_.get(), i, static_cast<std::uint32_t>(m), L.slot(i).token, L.slot(i).died != 0);
     };
 
     if (s.waiting == 0 && L.compatible(m)) {
@@ -534,12 +662,13 @@ std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_cloc
       bool ahead_conflicts = false;
       for (std::uint32_t i = 0; i < s.slot_count; ++i)
         if (L.state_of(i) == detail::kSlotWaiting && (h.conflicts[L.slot(i).mode] & own)) ahead_conflicts = true;
-      std::uint32_t own_of_m = 0;
+      std::uint32_t own_of_m = own_fast && L.fast_mode() == m ? 1 : 0;
       for (std::uint32_t i = 0; i < s.slot_count; ++i)
         if (L.state_of(i) == detail::kSlotHeld && L.slot(i).mode == m && L.slot(i).tid == tid &&
             same_process(L.slot(i).owner, self))
           ++own_of_m;
-      bool at_own_capacity = h.capacity[m] != 0 && s.held[m] >= h.capacity[m] && own_of_m == s.held[m];
+      bool at_own_capacity =
+          h.capacity[m] != 0 && L.held_count(m) >= h.capacity[m] && own_of_m == L.held_count(m);
       if (ahead_conflicts || at_own_capacity)
         throw Error(ErrorCode::InvalidArgument, h.where() + ": this thread holds the lock and its request for '" +
                                                     mode_name + "' would wait on its own hold (not reentrant)");
@@ -562,7 +691,7 @@ std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_cloc
   wake.clear();
 
   FifoLockSlot& sl = detail::fifo_slots(h.s)[index];
-  auto granted = [&]() { return Guard(h_, index, static_cast<std::uint32_t>(m), sl.token, sl.died != 0); };
+  auto granted = [&]() { return Guard(h_.get(), index, static_cast<std::uint32_t>(m), sl.token, sl.died != 0); };
 
   // The stop callback runs in the requesting thread; it only pokes this
   // slot's word so that the sleeping waiter re-checks. It is destroyed before
@@ -625,7 +754,8 @@ std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_cloc
       } else {
         // A stopped request never keeps a grant; a grant it gives back
         // unseen returns the dead-holder news it consumed.
-        if (st == detail::kSlotHeld) L.s().died_modes |= sl.died & ((1u << h.modes.size()) - 1);
+        if (st == detail::kSlotHeld)
+          died_modes(L.s()).fetch_or(sl.died & ((1u << h.modes.size()) - 1), std::memory_order_relaxed);
         L.free(index);
         L.grant_head();
       }
@@ -640,7 +770,7 @@ std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_cloc
 // ---------------------------------------------------------------- Guard
 
 FifoLock::Guard::Guard(Guard&& o) noexcept
-    : handle_(std::move(o.handle_)), slot_(o.slot_), mode_(o.mode_), token_(o.token_), died_(o.died_) {
+    : handle_(o.handle_), slot_(o.slot_), mode_(o.mode_), token_(o.token_), died_(o.died_) {
   o.handle_ = nullptr;
 }
 
@@ -650,7 +780,7 @@ FifoLock::Guard& FifoLock::Guard::operator=(Guard&& o) noexcept {
       release();
     } catch (...) {
     }
-    handle_ = std::move(o.handle_);
+    handle_ = o.handle_;
     o.handle_ = nullptr;
     slot_ = o.slot_;
     mode_ = o.mode_;
@@ -673,30 +803,98 @@ const std::string& FifoLock::Guard::mode() const {
   return handle_->modes.modes()[mode_].name;
 }
 
-void FifoLock::Guard::release() {
-  if (!handle_) return;
-  auto h = std::move(handle_);
-  handle_ = nullptr;
+namespace {
+
+// Guard::release's paths under the mutex, out of line: the uncontended
+// release stays a few instructions.
+[[gnu::noinline]] void release_fast_locked(FifoLockHandle& h, std::uint64_t mine, std::uint32_t mode,
+                                           std::uint64_t token) {
   std::vector<std::uint32_t> wake;
   {
-    Locked L(*h);
-    auto& sl = L.slot(slot_);
-    if (L.state_of(slot_) != detail::kSlotHeld || sl.token != token_ ||
+    Locked L(h);
+    if (!L.fast_is(mine) || detail::fast_mode(L.fast_word()) != mode || peek(h.s->fast.token) != token)
+      L.corrupt("the uncontended hold with token " + std::to_string(token) + " is no longer there");
+    L.drop_fast();
+    SHMSTATE_CRASH_POINT("fifo_lock.fast_release.after_drop");
+    L.grant_head();
+    SHMSTATE_CRASH_POINT("fifo_lock.fast_release.after_grant");
+    wake.swap(L.wake());
+  }
+  wake_all(h, wake);
+}
+
+[[gnu::noinline]] void release_slot(FifoLockHandle& h, std::uint32_t slot, std::uint64_t token) {
+  std::vector<std::uint32_t> wake;
+  {
+    Locked L(h);
+    auto& sl = L.slot(slot);
+    if (L.state_of(slot) != detail::kSlotHeld || sl.token != token ||
         !same_process(sl.owner, platform::self_identity()))
-      L.corrupt("the hold with token " + std::to_string(token_) + " in slot " + std::to_string(slot_) +
+      L.corrupt("the hold with token " + std::to_string(token) + " in slot " + std::to_string(slot) +
                 " is no longer there");
-    L.free(slot_);
+    L.free(slot);
     SHMSTATE_CRASH_POINT("fifo_lock.release.after_free");
     L.grant_head();
     SHMSTATE_CRASH_POINT("fifo_lock.release.after_grant");
     wake.swap(L.wake());
   }
-  wake_all(*h, wake);
+  wake_all(h, wake);
+}
+
+}  // namespace
+
+void FifoLock::Guard::release() {
+  if (!handle_) return;
+  auto* h = handle_;
+  handle_ = nullptr;
+  if (slot_ != kFastSlot) return release_slot(*h, slot_, token_);
+  auto& fast = h->s->fast;
+  std::uint64_t mine = detail::fast_word(platform::self_identity(), mode_);
+  publish(fast.tid, std::int32_t{0});
+  std::uint64_t expected = mine;
+  if (fast.word.compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed)) return;
+  // A critical section froze the word (a request is queued, or one is
+  // running): release under the mutex, which grants the queue.
+  release_fast_locked(*h, mine, mode_, token_);
 }
 
 // ---------------------------------------------------------------- Segment
 
 namespace detail {
+
+namespace {
+
+// The interned handles (fifo_lock_handle). Never destroyed, like the
+// segment mappings; a handle differing in anything (the object was replaced
+// by another lock at the same place) is a new entry.
+std::mutex& intern_mutex() {
+  static std::mutex* m = [] {
+    auto* mu = new std::mutex();
+    // Held across fork(): a child must not inherit it locked by a thread that
+    // does not exist in the child.
+    ::pthread_atfork([] { intern_mutex().lock(); }, [] { intern_mutex().unlock(); },
+                     [] { intern_mutex().unlock(); });
+    return mu;
+  }();
+  return *m;
+}
+
+std::shared_ptr<FifoLockHandle> intern(std::shared_ptr<FifoLockHandle> h) {
+  static auto* table = new std::multimap<const FifoLockState*, std::shared_ptr<FifoLockHandle>>();
+  auto same = [&](const FifoLockHandle& a) {
+    return a.segment == h->segment && a.object == h->object && a.modes == h->modes &&
+           std::memcmp(a.conflicts, h->conflicts, sizeof a.conflicts) == 0 &&
+           std::memcmp(a.capacity, h->capacity, sizeof a.capacity) == 0;
+  };
+  std::lock_guard guard(intern_mutex());
+  auto [first, last] = table->equal_range(h->s);
+  for (auto it = first; it != last; ++it)
+    if (same(*it->second)) return it->second;
+  table->emplace(h->s, h);
+  return h;
+}
+
+}  // namespace
 
 void init_fifo_lock(std::byte* p, const LockModes& modes, std::uint32_t slots, std::uint64_t next_token) {
   auto* s = new (p) FifoLockState;
@@ -727,12 +925,14 @@ std::shared_ptr<FifoLockHandle> fifo_lock_handle(FifoLockState* s, std::uint64_t
     throw Error(ErrorCode::Corrupt, where + ": corrupt fifo lock: slot count " + std::to_string(s->slot_count) +
                                         " does not fit its " + std::to_string(bytes) + " bytes");
   auto h = std::make_shared<FifoLockHandle>(
-      FifoLockHandle{s, segment, std::string(object), stored_modes(*s, where), {}, {}});
+      FifoLockHandle{s, segment, std::string(object), stored_modes(*s, where), {}, {}, {}, where});
+  const std::uint32_t all = s->mode_count >= 32 ? ~0u : (1u << s->mode_count) - 1;
   for (std::uint32_t i = 0; i < s->mode_count; ++i) {
     h->conflicts[i] = s->modes[i].conflicts;
     h->capacity[i] = s->modes[i].capacity;
+    h->exclusive[i] = (h->conflicts[i] & all) == all;
   }
-  return h;
+  return intern(std::move(h));
 }
 
 void check_fifo_lock_slots(std::uint32_t slots, const std::string& where) {
@@ -761,17 +961,6 @@ FifoLock FifoLockAccess::open(SegmentImpl& impl, const ObjectSlot& slot, std::st
   return FifoLock(fifo_lock_handle(s, slot.info.size, impl.name, name));
 }
 
-namespace {
-
-template <class T>
-T peek(const T& field) noexcept {
-  // dump reads without the lock (it must not wait on a stuck holder): each
-  // field is read once, atomically; fields may be from different instants.
-  return std::atomic_ref<T>(const_cast<T&>(field)).load(std::memory_order_relaxed);
-}
-
-}  // namespace
-
 // ---- what dump shows (also of the lock inside a Monitor) ----
 
 FifoLockView fifo_lock_view(const FifoLockHandle& h) {
@@ -780,6 +969,17 @@ FifoLockView fifo_lock_view(const FifoLockHandle& h) {
   v.next_token = peek(st->next_token) + 1;
   auto* sl = fifo_slots(st);
   std::int64_t now = steady_ns();
+  if (std::uint64_t w = st->fast.word.load(std::memory_order_acquire); w & kFastHeld) {
+    FifoSlotView x;
+    x.owner = fast_owner(w);
+    x.alive = platform::liveness(x.owner, kFastStartMask);
+    std::uint32_t m = fast_mode(w);
+    x.mode = m < h.modes.size() ? h.modes.modes()[m].name : "?" + std::to_string(m);
+    x.token = peek(st->fast.token);
+    x.ticket = 0;
+    x.seconds = static_cast<double>(detail::age_ns(now, peek(st->fast.since_ns))) / 1e9;
+    v.holders.push_back(std::move(x));
+  }
   for (std::uint32_t i = 0; i < st->slot_count; ++i) {
     std::uint32_t state = sl[i].state.load(std::memory_order_acquire);
     if (state != kSlotWaiting && state != kSlotHeld) continue;

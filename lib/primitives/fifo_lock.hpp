@@ -1,7 +1,7 @@
-// The shared state of a FifoLock (layout version 1) and the process-local
+// The shared state of a FifoLock (layout version 2) and the process-local
 // handle. See include/shmstate/fifo_lock.hpp for the contract.
 //
-// Layout: FifoLockState (1216 bytes) followed by slot_count FifoLockSlots of
+// Layout: FifoLockState (1280 bytes) followed by slot_count FifoLockSlots of
 // 64 bytes each. One slot per request: a queued request is a Waiting slot, a
 // grant turns the same slot into Held (so a grant is one state change of one
 // slot, and a waiter learns of it from its own futex word without moving).
@@ -18,6 +18,27 @@
 //     grant of a mode conflicting with d has happened since.
 //   - word: 0 while waiting, 1 once granted (stored with release after the
 //     grant's fields), 2 when the waiter's own stop callback poked it.
+//
+// The uncontended fast path (version 2). `fast.word` lets a request that
+// finds the lock idle take it with one compare-and-swap, without the mutex
+// or a slot: kFastSlow | kFastHeld | mode << 58 | pid << 36 | the low 36 bits
+// of the holder's start time (its whole identity, so a holder killed right
+// after the swap is still recognised dead, and a recycled pid is not it).
+//   - 0: idle. Nothing is held, nothing waits, no critical section runs; the
+//     only state a fast acquire accepts.
+//   - kFastSlow: every critical section sets it first (under the mutex) and
+//     clears it last only if no slot is Waiting or Held. So while it is set
+//     the word is frozen: no fast acquire succeeds and a fast holder's
+//     release (its swap expects the bit clear) fails and releases under the
+//     mutex instead, where it grants the queue. Hence "idle" really means
+//     nobody waits: the fast path never barges.
+//   - kFastHeld: the fast holder, counted by every critical section as a
+//     holder of its mode (compatibility, capacity, reentrancy, reclaim).
+// fast.token/since_ns/tid/died describe the current fast hold; they are
+// written just after the swap, so a reader under the mutex may see the
+// previous hold's values in that window (reclaim then only sees an older
+// since_ns, dump an older token). tid is cleared before a release so a
+// stale tid never makes a thread think it holds the lock.
 #pragma once
 
 #include <atomic>
@@ -41,7 +62,7 @@ class value;
 
 namespace shmstate::detail {
 
-inline constexpr std::uint32_t kFifoLockLayoutVersion = 1;
+inline constexpr std::uint32_t kFifoLockLayoutVersion = 2;
 inline constexpr std::uint32_t kFifoLockMaxSlots = 4096;
 
 enum FifoSlotState : std::uint32_t { kSlotFree = 0, kSlotWaiting = 1, kSlotHeld = 2 };
@@ -70,6 +91,37 @@ struct alignas(64) FifoLockSlot {
 static_assert(sizeof(FifoLockSlot) == 64);
 static_assert(offsetof(FifoLockSlot, owner) == 16);
 
+struct alignas(64) FifoFastHold {
+  std::atomic<std::uint64_t> word;  // 0  see "The uncontended fast path" above
+  std::uint64_t token;              // 8  the fast hold's fencing token
+  std::int64_t since_ns;            // 16 CLOCK_MONOTONIC_COARSE at the grant
+  std::int32_t tid;                 // 24 holding thread; 0 once released
+  std::uint32_t died;               // 28 died_modes bits the grant consumed
+  std::uint8_t reserved[32];        // 32
+};
+static_assert(sizeof(FifoFastHold) == 64);
+
+inline constexpr std::uint64_t kFastSlow = std::uint64_t{1} << 63;
+inline constexpr std::uint64_t kFastHeld = std::uint64_t{1} << 62;
+inline constexpr int kFastModeShift = 58;  // 4 bits
+inline constexpr int kFastPidShift = 36;   // 22 bits (pid_max is at most 2^22)
+inline constexpr std::uint64_t kFastStartMask = (std::uint64_t{1} << kFastPidShift) - 1;
+inline constexpr std::uint64_t kFastOwnerMask = (std::uint64_t{1} << kFastModeShift) - 1;
+
+// The fast word of a hold of `mode` by `id`; 0 if the pid does not fit (the
+// fast path is then not taken).
+inline std::uint64_t fast_word(const platform::ProcessIdentity& id, std::uint32_t mode) noexcept {
+  if (id.pid <= 0 || id.pid >= (1 << 22)) return 0;
+  return kFastHeld | std::uint64_t{mode} << kFastModeShift |
+         static_cast<std::uint64_t>(id.pid) << kFastPidShift | (id.start_time & kFastStartMask);
+}
+inline std::uint32_t fast_mode(std::uint64_t w) noexcept { return (w >> kFastModeShift) & 15u; }
+// The holder's identity as far as the word keeps it: compare start times
+// under kFastStartMask (platform::liveness's start_mask).
+inline platform::ProcessIdentity fast_owner(std::uint64_t w) noexcept {
+  return {static_cast<std::int32_t>((w >> kFastPidShift) & ((1u << 22) - 1)), 0, w & kFastStartMask};
+}
+
 struct alignas(64) FifoLockState {
   ObjectHeader header;           // 0
   std::uint32_t mode_count;      // 8
@@ -82,8 +134,9 @@ struct alignas(64) FifoLockState {
   std::uint32_t held[16];        // 64 derived, per mode
   platform::RobustMutex mutex;   // 128
   FifoLockModeRow modes[16];     // 192
+  FifoFastHold fast;             // 1216
 };
-static_assert(sizeof(FifoLockState) == 192 + 16 * 64);
+static_assert(sizeof(FifoLockState) == 192 + 16 * 64 + 64);
 static_assert(offsetof(FifoLockState, mutex) == 128);
 static_assert(LockModes::kMaxModes == 16);
 
@@ -101,8 +154,10 @@ struct FifoLockHandle {
   LockModes modes;
   std::uint32_t conflicts[16];  // process-local copy of the validated table
   std::uint32_t capacity[16];
+  bool exclusive[16];      // conflicts with every mode, itself included
+  std::string where_text;  // platform::where(segment, object), made once
 
-  std::string where() const { return platform::where(segment, object); }
+  const std::string& where() const noexcept { return where_text; }
 };
 
 struct SegmentImpl;
@@ -114,6 +169,9 @@ void init_fifo_lock(std::byte* p, const LockModes& modes, std::uint32_t slots, s
 // A handle on the state at s (`bytes` of it are the object's), validated:
 // header, slot count against the size, mode table. Throws Corrupt naming
 // segment and object. Monitors use it for the FifoLock inside them.
+// Handles are interned: the same lock (same state, names, table) gives the
+// same handle, kept until the process exits like the mapping it points into,
+// so a Guard may keep a plain pointer to it.
 std::shared_ptr<FifoLockHandle> fifo_lock_handle(FifoLockState* s, std::uint64_t bytes, const std::string& segment,
                                                  std::string_view object);
 
@@ -143,6 +201,9 @@ std::int32_t current_tid() noexcept;
 
 // Steady-clock nanoseconds (CLOCK_MONOTONIC: the same clock in every process).
 std::int64_t steady_ns() noexcept;
+// CLOCK_MONOTONIC_COARSE: the same clock at tick resolution (up to a few ms
+// behind), a few ns to read; for times only shown or compared to a slice.
+std::int64_t coarse_ns() noexcept;
 // now - since for a time read from shared memory: 0 when `since` is in the
 // future or damaged (a hostile word must not overflow the subtraction).
 inline std::int64_t age_ns(std::int64_t now, std::int64_t since) noexcept {

@@ -1,11 +1,11 @@
-// The shared state of a Monitor (layout version 1) and the process-local
+// The shared state of a Monitor (layout version 2) and the process-local
 // handle. See include/shmstate/monitor.hpp for the contract.
 //
 // Layout (all offsets from the object's start, all 64-aligned):
 //   0    MonitorState (128 bytes): header, counts, the waiter queue's mutex
 //   128  a FifoLockState with one mode ("exclusive") and lock_slots slots:
 //        the monitor's lock, a complete FifoLock (fifo_lock.hpp) validated
-//        by the same code; its header says FifoLock, layout version 1
+//        by the same code; its header says FifoLock, layout version 2
 //   128 + fifo_lock_bytes(lock_slots)
 //        waiter_count MonitorWaiters of 64 bytes: the waiter queue
 //
@@ -42,7 +42,7 @@
 
 namespace shmstate::detail {
 
-inline constexpr std::uint32_t kMonitorLayoutVersion = 1;
+inline constexpr std::uint32_t kMonitorLayoutVersion = 2;  // 2: its lock has the fast word
 inline constexpr std::uint32_t kMonitorMaxWaiters = kFifoLockMaxSlots - 1;
 
 enum MonitorWaiterState : std::uint32_t { kWaiterFree = 0, kWaiterWaiting = 1, kWaiterWoken = 2 };
