@@ -185,6 +185,10 @@ TEST_CASE("a damaged slot is Corrupt, never a crash") {
   auto bad = test::error_of([&] { lock.try_acquire(); });
   CHECK(bad.code() == ErrorCode::Corrupt);
   CHECK(std::string(bad.what()).find("mode 9") != std::string::npos);
+  s->fast.word.store(shmstate::detail::kFastHeld);  // pid 0: nobody whose death would free it
+  bad = test::error_of([&] { lock.try_acquire(); });
+  CHECK(bad.code() == ErrorCode::Corrupt);
+  CHECK(std::string(bad.what()).find("pid 0") != std::string::npos);
   // A fast word naming a process that is not there (pid 1 with another
   // start time): a ghost holder, reclaimed, and the next grant is told.
   s->fast.word.store(shmstate::detail::fast_word({1, 0, 12345}, 0));

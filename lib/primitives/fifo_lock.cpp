@@ -275,6 +275,8 @@ class Locked {
     fast_ = s_.fast.word.fetch_or(detail::kFastSlow, std::memory_order_acq_rel) | detail::kFastSlow;
     if (fast_held() && detail::fast_mode(fast_) >= h_.modes.size())
       corrupt("the uncontended hold word 0x" + hex(fast_) + " has mode " + std::to_string(detail::fast_mode(fast_)));
+    if (fast_held() && detail::fast_owner(fast_).pid == 0)  // no process to outlive: it would hold forever
+      corrupt("the uncontended hold word 0x" + hex(fast_) + " names pid 0");
     if (lock_.owner_died()) {
       // A process died inside a critical section: the derived counts were
       // recomputed; now drop whatever the dead left and move the queue on.

@@ -75,8 +75,21 @@ class Holders {
   Child& child(int i) { return *children_.at(static_cast<std::size_t>(i)); }
 
   // Which children hold (or held), after letting grants settle.
+  // Settled: each child holds, or sleeps in a futex wait (queued); a child
+  // that was granted but has not run yet is neither, so a loaded machine
+  // cannot make a grant look missing.
   std::vector<bool> acquired(int n) {
     std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    eventually(
+        [&] {
+          for (int i = 0; i < n && i < static_cast<int>(children_.size()); ++i)
+            if (pid_t pid = children_[static_cast<std::size_t>(i)]->pid();
+                board().acquired[i].load() != 1 && !asleep_in_futex(pid) &&
+                shmstate::platform::liveness({pid, 0, 0}) == shmstate::platform::Liveness::Alive)
+              return false;
+          return true;
+        },
+        std::chrono::seconds(5));
     std::vector<bool> v;
     for (int i = 0; i < n; ++i) v.push_back(board().acquired[i].load() == 1);
     return v;
