@@ -6,12 +6,14 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -499,6 +501,46 @@ TEST_CASE("self_identity is (getpid, field 22 of /proc/self/stat)") {
     CHECK(out->pid != parent.pid);
     CHECK(out->start_time != 0);
   }
+}
+
+TEST_CASE("current_pid is getpid, also in children of fork and of a raw clone after the parent cached it") {
+  using shmstate::platform::current_pid;
+  CHECK(current_pid() == ::getpid());
+  CHECK(current_pid() == ::getpid());  // the cached value
+  test::SharedMemory mem;
+  auto* seen = mem.as<std::atomic<pid_t>>();  // [0] child's, [1] its own getpid, [2] grandchild's, [3] its getpid
+  SUBCASE("fork(), and a grandchild forked by a child that cached its own") {
+    test::Child child([&] {
+      seen[0].store(current_pid());
+      seen[1].store(::getpid());
+      test::Child grandchild([&] {
+        seen[2].store(current_pid());
+        seen[3].store(::getpid());
+        return 0;
+      });
+      return grandchild.exit_code_within(10s);
+    });
+    CHECK(child.exit_code_within(10s) == 0);
+    CHECK(seen[0].load() == child.pid());
+    CHECK(seen[0].load() == seen[1].load());
+    CHECK(seen[2].load() == seen[3].load());
+    CHECK(seen[2].load() != seen[0].load());
+  }
+  SUBCASE("a raw clone(SIGCHLD) system call: glibc's fork handlers do not run, the child still reads its own pid") {
+    long pid = ::syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      seen[0].store(current_pid());
+      seen[1].store(static_cast<pid_t>(::syscall(SYS_getpid)));
+      ::_exit(0);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(static_cast<pid_t>(pid), &status, 0) == pid);
+    CHECK(WIFEXITED(status));
+    CHECK(seen[0].load() == static_cast<pid_t>(pid));
+    CHECK(seen[1].load() == static_cast<pid_t>(pid));
+  }
+  CHECK(current_pid() == ::getpid());
 }
 
 TEST_CASE("liveness") {

@@ -46,6 +46,48 @@ TEST_CASE("signal: go is idempotent and irreversible; is_set, bool, who fired") 
   s.wait();
 }
 
+TEST_CASE("signal: who fired is the firing process, also in a child forked after this process fired one") {
+  // go() records its pid from a per-process cache (platform::current_pid):
+  // a child forked after the parent fired must record its own pid.
+  test::TempSegment t;
+  auto seg = Segment::create(t.name());
+  auto mine = seg.signal("mine");
+  auto theirs = seg.signal("theirs");
+  mine.go();
+  REQUIRE(mine.fired().has_value());
+  CHECK(mine.fired()->pid == ::getpid());
+  test::Child firer([&] {
+    theirs.go();
+    return 0;
+  });
+  CHECK(firer.exit_code_within(10s) == 0);
+  REQUIRE(theirs.fired().has_value());
+  CHECK(theirs.fired()->pid == firer.pid());
+  CHECK(mine.fired()->pid == ::getpid());
+}
+
+TEST_CASE("then registered after a go() that found no callback runs at once; a go() with callbacks runs them") {
+  // go() skips the callback list when nothing was ever registered
+  // (CallbackList::run_all_if_any); a then() after it must still run.
+  test::TempSegment t;
+  auto seg = Segment::create(t.name());
+  auto s = seg.signal("s");
+  s.go();
+  int ran = 0;
+  s.then([&] { ++ran; });
+  CHECK(ran == 1);
+  shmstate::LocalSignal l;
+  l.go();
+  l.then([&] { ++ran; });
+  CHECK(ran == 2);
+  auto s2 = seg.signal("s2");
+  s2.then([&] { ++ran; });
+  s2.go();
+  CHECK(ran == 3);
+  s2.go();
+  CHECK(ran == 3);
+}
+
 TEST_CASE("identities with DONE, NEVER, true, false") {
   shmstate::LocalSignal a;
   CHECK(same(a | DONE, DONE));

@@ -2,12 +2,14 @@
 
 #include <atomic>
 #include <cerrno>
+#include <new>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -69,6 +71,28 @@ ProcessIdentity refresh_self_identity() noexcept {
   t_self = id;
   t_self_generation = g;
   return id;
+}
+
+pid_t current_pid() noexcept {
+  // One page per process, made once: after a fork the child inherits the
+  // mapping (and this static's pointer) with the page zeroed.
+  static std::atomic<pid_t>* const slot = []() noexcept -> std::atomic<pid_t>* {
+    void* p = ::mmap(nullptr, static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)), PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return nullptr;
+    if (::madvise(p, static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)), MADV_WIPEONFORK) != 0) {
+      ::munmap(p, static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)));
+      return nullptr;
+    }
+    return new (p) std::atomic<pid_t>(0);
+  }();
+  if (slot == nullptr) return ::getpid();
+  pid_t pid = slot->load(std::memory_order_relaxed);
+  if (pid == 0) {
+    pid = ::getpid();
+    slot->store(pid, std::memory_order_relaxed);
+  }
+  return pid;
 }
 
 Liveness liveness(const ProcessIdentity& id, std::uint64_t start_mask) noexcept {

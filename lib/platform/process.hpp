@@ -38,6 +38,14 @@ inline ProcessIdentity self_identity() noexcept {
   return t_self_generation == fork_generation() ? t_self : refresh_self_identity();
 }
 
+// getpid() without a system call on the hot paths (a segment signal's go()
+// records its firer's pid; glibc no longer caches the pid). The value is kept
+// in a page marked MADV_WIPEONFORK, which the kernel zeroes in the child of
+// every fork (fork(), clone() without CLONE_VM, whoever calls it), so a child
+// reads 0 and asks the kernel again: never the parent's pid. Where the page
+// cannot be had (no MADV_WIPEONFORK, Linux < 4.14), every call is a getpid().
+pid_t current_pid() noexcept;
+
 // Alive: /proc/<pid>/stat exists, its start time matches and the state is not
 // Z or X. Dead: no such process, another process has the pid, or a zombie.
 // Unknown: pid <= 0, or /proc unreadable for another reason.

@@ -34,6 +34,7 @@
 
 #include "platform/arm_hook.hpp"
 #include "platform/futex.hpp"
+#include "platform/process.hpp"
 #include "platform/read_only.hpp"
 
 #ifndef SYS_pidfd_open
@@ -95,7 +96,7 @@ void run_callback(const Condition::Callback& cb) noexcept {
 }
 
 void CallbackList::adopt_after_fork_locked() {
-  pid_t self = ::getpid();
+  pid_t self = platform::current_pid();
   if (owner_ == self) return;
   // A fork()ed child's copy: the parent's callbacks are not the child's.
   if (owner_ != 0) callbacks_.clear();
@@ -109,6 +110,7 @@ Condition::CallbackId CallbackList::add(Condition::Callback cb) {
     adopt_after_fork_locked();
     if (!delivered_) {
       callbacks_.emplace(id, std::move(cb));
+      registered_.store(true, std::memory_order_seq_cst);
       return id;
     }
   }
@@ -178,7 +180,7 @@ class LocalNode : public ConditionNode {
   void go() override {
     // Whoever fires runs the callbacks; a concurrent then() that saw the
     // word set runs them too: run_all takes each exactly once.
-    if (one_shot::fire(word_)) callbacks_.run_all();
+    if (one_shot::fire(word_)) callbacks_.run_all_if_any();
   }
   bool can_go() const override { return true; }
 

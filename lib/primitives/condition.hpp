@@ -66,18 +66,30 @@ std::uint32_t arm(std::atomic<std::uint32_t>& word) noexcept;
 class CallbackList {
  public:
   // Registers `cb` (unless already delivered: then it runs at once, here).
+  // Callers (every then()) check their condition after add() and call
+  // run_all() when it is set: run_all_if_any() relies on that.
   Condition::CallbackId add(Condition::Callback cb);
   void remove(Condition::CallbackId id);
   // Takes every registered callback and runs it in this thread; a throwing
   // callback is reported on stderr and the others still run. Later add()s
   // run at once.
   void run_all();
+  // For go(), after its seq_cst read-modify-write of the word: run_all()
+  // if any add() ever registered a callback here, else nothing (no lock, no
+  // store: a go() with no callbacks writes no process-local memory). An add()
+  // racing with it stores `registered_` (seq_cst) before its caller re-reads
+  // the word (seq_cst): either this sees the registration or that then()
+  // sees the fired word and runs the callback itself.
+  void run_all_if_any() {
+    if (registered_.load(std::memory_order_seq_cst)) run_all();
+  }
   bool empty() const;
 
  private:
   void adopt_after_fork_locked();
   mutable std::mutex mu_;
   std::map<Condition::CallbackId, Condition::Callback> callbacks_;
+  std::atomic<bool> registered_{false};  // set by the first add() that stores, never cleared
   bool delivered_ = false;
   pid_t owner_ = 0;
 };

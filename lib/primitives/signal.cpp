@@ -10,6 +10,7 @@
 
 #include <boost/json.hpp>
 
+#include "platform/process.hpp"
 #include "platform/system_error.hpp"
 #include "primitives/condition.hpp"
 #include "primitives/kind.hpp"
@@ -87,10 +88,10 @@ class SegmentSignalNode final : public ConditionNode {
     if ((old & one_shot::kFired) == 0) {
       auto now = std::chrono::system_clock::now().time_since_epoch();
       s_->fired_at_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count());
-      s_->fired_pid.store(::getpid());
+      s_->fired_pid.store(platform::current_pid());
       if ((old & one_shot::kSleeper) != 0) one_shot::wake(s_->word);
     }
-    callbacks_.run_all();
+    callbacks_.run_all_if_any();
   }
   bool can_go() const override { return true; }
   std::optional<Signal::Fired> fired() const override {
