@@ -53,45 +53,36 @@ int read_stat(pid_t pid, StatFields& out) noexcept {
 
 }  // namespace
 
-std::atomic<unsigned> g_fork_generation{0};
 thread_local ProcessIdentity t_self{};
-thread_local unsigned t_self_generation = ~0u;
 
-namespace {
-[[maybe_unused]] const int g_atfork_registered =
-    ::pthread_atfork(nullptr, nullptr, [] { g_fork_generation.fetch_add(1, std::memory_order_relaxed); });
-}  // namespace
-
-ProcessIdentity refresh_self_identity() noexcept {
-  unsigned g = fork_generation();
-  pid_t pid = ::getpid();
+ProcessIdentity refresh_self_identity(pid_t pid) noexcept {
   StatFields f{};
   ProcessIdentity id{static_cast<std::int32_t>(pid), 0, 0};
   if (read_stat(pid, f) == 0) id.start_time = f.start_time;
   t_self = id;
-  t_self_generation = g;
   return id;
 }
 
-pid_t current_pid() noexcept {
-  // One page per process, made once: after a fork the child inherits the
-  // mapping (and this static's pointer) with the page zeroed.
-  static std::atomic<pid_t>* const slot = []() noexcept -> std::atomic<pid_t>* {
-    void* p = ::mmap(nullptr, static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)), PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return nullptr;
-    if (::madvise(p, static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)), MADV_WIPEONFORK) != 0) {
-      ::munmap(p, static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)));
-      return nullptr;
-    }
-    return new (p) std::atomic<pid_t>(0);
-  }();
-  if (slot == nullptr) return ::getpid();
-  pid_t pid = slot->load(std::memory_order_relaxed);
-  if (pid == 0) {
-    pid = ::getpid();
-    slot->store(pid, std::memory_order_relaxed);
+namespace {
+// One page per process, made at start-up: after a fork the child inherits the
+// mapping (and this pointer) with the page zeroed.
+std::atomic<pid_t>* make_pid_slot() noexcept {
+  void* p = ::mmap(nullptr, static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  if (::madvise(p, static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)), MADV_WIPEONFORK) != 0) {
+    ::munmap(p, static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)));
+    return nullptr;
   }
+  return new (p) std::atomic<pid_t>(0);
+}
+}  // namespace
+
+std::atomic<pid_t>* const g_pid_slot = make_pid_slot();
+
+pid_t refresh_current_pid() noexcept {
+  pid_t pid = ::getpid();
+  if (g_pid_slot != nullptr) g_pid_slot->store(pid, std::memory_order_relaxed);
   return pid;
 }
 

@@ -22,29 +22,29 @@ static_assert(sizeof(ProcessIdentity) == 16);
 
 enum class Liveness { Alive, Dead, Unknown };
 
-// Incremented in the child of every fork() (a pthread_atfork handler): what
-// a process caches about itself (its pid, a thread's tid) is re-read when it
-// changes. A child made by a raw clone(2) that bypasses glibc's fork() runs
-// no atfork handler and must not use shmstate handles.
-extern std::atomic<unsigned> g_fork_generation;
-inline unsigned fork_generation() noexcept { return g_fork_generation.load(std::memory_order_relaxed); }
-
-// The calling process (cached per thread and fork generation: no system call
-// after the first; inline because the uncontended FifoLock path asks twice).
-extern thread_local ProcessIdentity t_self;
-extern thread_local unsigned t_self_generation;
-ProcessIdentity refresh_self_identity() noexcept;
-inline ProcessIdentity self_identity() noexcept {
-  return t_self_generation == fork_generation() ? t_self : refresh_self_identity();
-}
-
 // getpid() without a system call on the hot paths (a segment signal's go()
 // records its firer's pid; glibc no longer caches the pid). The value is kept
 // in a page marked MADV_WIPEONFORK, which the kernel zeroes in the child of
 // every fork (fork(), clone() without CLONE_VM, whoever calls it), so a child
 // reads 0 and asks the kernel again: never the parent's pid. Where the page
 // cannot be had (no MADV_WIPEONFORK, Linux < 4.14), every call is a getpid().
-pid_t current_pid() noexcept;
+extern std::atomic<pid_t>* const g_pid_slot;  // the page; nullptr without MADV_WIPEONFORK (or before static init)
+pid_t refresh_current_pid() noexcept;
+inline pid_t current_pid() noexcept {
+  if (g_pid_slot != nullptr)
+    if (pid_t pid = g_pid_slot->load(std::memory_order_relaxed); pid != 0) return pid;
+  return refresh_current_pid();
+}
+
+// The calling process (cached per thread, keyed by current_pid(), so a
+// child of any fork computes its own; inline because the uncontended
+// FifoLock path asks twice).
+extern thread_local ProcessIdentity t_self;
+ProcessIdentity refresh_self_identity(pid_t pid) noexcept;
+inline ProcessIdentity self_identity() noexcept {
+  pid_t pid = current_pid();
+  return t_self.pid == pid ? t_self : refresh_self_identity(pid);
+}
 
 // Alive: /proc/<pid>/stat exists, its start time matches and the state is not
 // Z or X. Dead: no such process, another process has the pid, or a zombie.

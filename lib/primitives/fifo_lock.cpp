@@ -208,14 +208,13 @@ LockModes LockModes::from_json(const boost::json::value& json) {
 namespace detail {
 
 std::int32_t current_tid() noexcept {
-  // gettid() is a syscall; a forked child's thread has a new tid, hence the
-  // fork generation check.
-  thread_local unsigned generation = ~0u;
+  // gettid() is a syscall; a forked child's thread has a new tid, and its
+  // process a new pid, hence the pid key (platform::current_pid: no syscall).
+  thread_local pid_t pid = 0;
   thread_local std::int32_t tid = 0;
-  unsigned g = platform::fork_generation();
-  if (generation != g) {
+  if (pid_t p = platform::current_pid(); p != pid) {
     tid = static_cast<std::int32_t>(::gettid());
-    generation = g;
+    pid = p;
   }
   return tid;
 }
