@@ -23,6 +23,7 @@
 
 #include "harness.hpp"
 #include "platform/futex.hpp"
+#include "primitives/fifo_lock.hpp"
 #include "rows.hpp"
 
 namespace shmstate_bench {
@@ -120,16 +121,28 @@ Bodies uncontended_bodies(Fixture& f, const std::string& object_name, bool ticke
 }
 
 // Handover latency. A helper process loops acquire+release while the
-// candidate runs: with strict FIFO each release of one process grants the
-// other, queued behind it, so every operation of this process's loop is a
-// round trip of two handovers (release here -> acquire returns there, and
-// back). The baseline is the same round trip through a raw futex word (set,
+// candidate runs, and each side releases only once the other is queued (a
+// lock released while nobody waits is simply idle, and the releaser's next
+// acquire takes the uncontended fast path: no handover). With strict FIFO
+// each release then grants the other side, so every operation of this
+// process's loop is a round trip of two handovers (release here -> acquire
+// returns there, and back). The baseline is the same round trip through a raw futex word (set,
 // FUTEX_WAKE, FUTEX_WAIT for the answer): two wakes. The helper sleeps on a
 // phase word while the other side runs.
 struct alignas(64) PingPong {
   std::atomic<std::uint32_t> phase{0};  // 0 idle, 1 lock, 2 futex
   std::atomic<std::uint32_t> turn{0};   // futex ping-pong: 1 = helper's turn
 };
+
+// A request of another process is queued on the lock (its slot table, read
+// without the lock's mutex: the slot states are atomic).
+bool someone_queued(const shmstate::FifoLock& lock) {
+  auto* s = shmstate::detail::FifoLockAccess::handle(lock)->s;
+  auto* slots = shmstate::detail::fifo_slots(s);
+  for (std::uint32_t i = 0; i < s->slot_count; ++i)
+    if (slots[i].state.load(std::memory_order_acquire) == shmstate::detail::kSlotWaiting) return true;
+  return false;
+}
 
 Bodies handover_bodies(Fixture& f, const std::string& object_name) {
   auto lock = f.segment.fifo_lock(object_name, shmstate::LockModes::exclusive());
@@ -141,6 +154,8 @@ Bodies handover_bodies(Fixture& f, const std::string& object_name) {
         platform::futex_wait(pp->phase, 0, 100ms);
       } else if (p == 1) {
         auto g = lock.acquire();
+        while (!someone_queued(lock) && pp->phase.load(std::memory_order_acquire) == 1) {
+        }
       } else {
         if (pp->turn.load(std::memory_order_acquire) != 1) {
           platform::futex_wait(pp->turn, 0, 10ms);
@@ -161,6 +176,8 @@ Bodies handover_bodies(Fixture& f, const std::string& object_name) {
     for (std::uint64_t i = 0; i < n; ++i) {
       auto g = lock.acquire();
       acc += g.token() & 1u;
+      while (!someone_queued(lock)) {
+      }
     }
     pp->phase.store(0, std::memory_order_release);
     return acc;
