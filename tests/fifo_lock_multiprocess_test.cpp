@@ -313,6 +313,13 @@ TEST_CASE("crash points inside acquire, release and reclaim: survivors go on") {
     REQUIRE(g.has_value());
     CHECK(Clock::now() - start < 1s);
     CHECK(g->previous_holder_died());
+    // No lasting cost: once the table is empty the lock is idle again and
+    // the next request takes the fast path (its word names this process).
+    g->release();
+    auto* st = test::lock_state(f.seg, "l");
+    CHECK(st->fast.word.load() == 0);
+    auto again = f.seg.open_fifo_lock("l").acquire();
+    CHECK(st->fast.word.load() == shmstate::detail::fast_word(shmstate::platform::self_identity(), 0));
   }
   SUBCASE("acquire.after_enqueue: the dead request leaves the queue") {
     Fixture f(LockModes::exclusive());
