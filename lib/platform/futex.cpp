@@ -1,4 +1,5 @@
 #include "platform/futex.hpp"
+#include "platform/process.hpp"
 
 #include <cerrno>
 #include <climits>
@@ -152,7 +153,7 @@ struct Helpers {
 
 Helpers& helpers() {
   static std::atomic<Helpers*> current{nullptr};
-  pid_t self = ::getpid();
+  pid_t self = platform::current_pid();
   Helpers* h = current.load(std::memory_order_acquire);
   while (h == nullptr || h->pid != self) {
     auto* fresh = new Helpers(self);

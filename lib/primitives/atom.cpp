@@ -14,6 +14,7 @@
 
 #include <shmstate/inspect.hpp>
 
+#include "platform/process.hpp"
 #include "platform/crash_point.hpp"
 #include "platform/system_error.hpp"
 #include "primitives/atom_core.hpp"
@@ -154,7 +155,7 @@ AtomCore::AtomCore(SegmentImpl& segment, AtomState* state, std::string object)
       state_(state),
       owner_(static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(state) - segment.base)),
       object_(std::move(object)),
-      owner_pid_(::getpid()) {}
+      owner_pid_(platform::current_pid()) {}
 
 std::uint64_t AtomCore::version() const noexcept {
   return atom_version(state_->current.load(std::memory_order_acquire));
@@ -218,7 +219,7 @@ void AtomCore::validate(const json::value& v) const {
   std::shared_ptr<Atom::Validator> validator;
   {
     std::lock_guard<std::mutex> g(watch_mu_);
-    if (owner_pid_ == ::getpid()) validator = validator_;
+    if (owner_pid_ == platform::current_pid()) validator = validator_;
   }
   if (validator && !(*validator)(v))
     throw Error(ErrorCode::Rejected, where() + ": the validator rejected " + shortened(v));
@@ -312,7 +313,7 @@ std::string AtomCore::inactive_problem() const {
 }
 
 bool AtomCore::watching_here() const noexcept {
-  return has_watches_.load(std::memory_order_acquire) && owner_pid_ == ::getpid();
+  return has_watches_.load(std::memory_order_acquire) && owner_pid_ == platform::current_pid();
 }
 
 void AtomCore::note_pending_own(std::uint64_t version) {
@@ -461,7 +462,7 @@ void AtomCore::add_watch(std::string key, Atom::WatchFn fn) {
 
 void AtomCore::remove_watch(std::string_view key) {
   std::lock_guard<std::mutex> g(watch_mu_);
-  if (owner_pid_ != ::getpid()) return;
+  if (owner_pid_ != platform::current_pid()) return;
   auto it = watches_.find(key);
   if (it == watches_.end()) return;
   watches_.erase(it);
@@ -483,7 +484,7 @@ void AtomCore::set_validator(Atom::Validator fn) {
 }
 
 void AtomCore::adopt_after_fork_locked() {
-  if (owner_pid_ == ::getpid()) return;
+  if (owner_pid_ == platform::current_pid()) return;
   // A fork()ed child: nothing of the parent's watch state applies here.
   watches_.clear();
   validator_.reset();
@@ -492,7 +493,7 @@ void AtomCore::adopt_after_fork_locked() {
   queue_.clear();
   draining_ = false;
   has_watches_.store(false);
-  owner_pid_ = ::getpid();
+  owner_pid_ = platform::current_pid();
 }
 
 void AtomCore::deliver_own(const AtomSnapshot& old, const Atom::Value& nv) {

@@ -281,7 +281,7 @@ Timer& Timer::get() {
   // One per process; a fork()ed child makes its own (its copy's thread does
   // not exist there, and its mutex may be held by a thread that is gone).
   static std::atomic<Timer*> current{nullptr};
-  pid_t self = ::getpid();
+  pid_t self = platform::current_pid();
   Timer* t = current.load(std::memory_order_acquire);
   while (t == nullptr || t->pid != self) {
     auto* fresh = new Timer(self);

@@ -128,9 +128,9 @@ std::shared_ptr<SegmentSignalNode> node_for(const std::shared_ptr<SegmentImpl>& 
   static std::map<SignalState*, std::weak_ptr<SegmentSignalNode>>* nodes = nullptr;
   static pid_t owner = 0;
   std::lock_guard<std::mutex> g(mu);
-  if (nodes == nullptr || owner != ::getpid()) {
+  if (nodes == nullptr || owner != platform::current_pid()) {
     nodes = new std::map<SignalState*, std::weak_ptr<SegmentSignalNode>>;  // a fork()ed child starts afresh
-    owner = ::getpid();
+    owner = platform::current_pid();
   }
   auto& w = (*nodes)[s];
   if (auto n = w.lock()) return n;
@@ -187,7 +187,7 @@ bool create(Segment& s, std::string_view object, const CreateRequest& r) {
   if (!r.initial.is_null() && !r.initial.is_bool()) throw wrong_json(s, object, Kind::Signal, r.initial, "true (fired) or false");
   bool fired = r.initial.is_bool() && r.initial.get_bool();
   auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch());
-  return signal_slot(s.impl(), object, fired, fired ? ::getpid() : 0, fired ? now.count() : 0).created;
+  return signal_slot(s.impl(), object, fired, fired ? platform::current_pid() : 0, fired ? now.count() : 0).created;
 }
 
 json::object state(const Segment& s, const ObjectInfo& o) {

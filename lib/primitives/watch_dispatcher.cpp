@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "platform/process.hpp"
 #include "platform/futex.hpp"
 #include "platform/read_only.hpp"
 #include "primitives/atom_core.hpp"
@@ -50,7 +51,7 @@ struct Dispatcher {
 // the copy). Never destroyed: the thread may outlive static destruction.
 Dispatcher& dispatcher() {
   static std::atomic<Dispatcher*> current{nullptr};
-  pid_t self = ::getpid();
+  pid_t self = platform::current_pid();
   Dispatcher* d = current.load(std::memory_order_acquire);
   while (d == nullptr || d->pid != self) {
     auto* fresh = new Dispatcher(self);
