@@ -84,6 +84,15 @@ class SegmentSignalNode final : public ConditionNode {
   void go() override {
     seg_->require_writable(object_, "fire it (go)");
     load();
+    // While this thread fires, the dispatcher leaves the callbacks to it
+    // (SignalSource::deliver): a callback runs in the firing thread when this
+    // process fires (the contract), not on the dispatcher, which may see the
+    // word set before this thread reaches run_all_if_any.
+    firing_.fetch_add(1, std::memory_order_seq_cst);
+    struct Done {
+      std::atomic<int>& n;
+      ~Done() { n.fetch_sub(1, std::memory_order_seq_cst); }
+    } done{firing_};
     std::uint32_t old = s_->word.fetch_or(one_shot::kFired, std::memory_order_seq_cst);
     if ((old & one_shot::kFired) == 0) {
       auto now = std::chrono::system_clock::now().time_since_epoch();
@@ -103,6 +112,7 @@ class SegmentSignalNode final : public ConditionNode {
   const std::string& name() const override { return object_; }
   const std::string& segment_name() const override { return seg_->name; }
   CallbackList& callbacks() { return callbacks_; }
+  bool firing_here() const noexcept { return firing_.load(std::memory_order_seq_cst) != 0; }
   SignalState* state() const { return s_; }
 
  private:
@@ -111,12 +121,14 @@ class SegmentSignalNode final : public ConditionNode {
   std::string object_;
   CallbackList callbacks_;
   std::atomic<bool> watched_{false};
+  std::atomic<int> firing_{0};  // go() calls of this process in progress
 };
 
 void SignalSource::arm(WaitSet& ws) { node_->arm(ws); }
 bool SignalSource::deliver() {
   if (!node_->is_set()) return false;
-  node_->callbacks().run_all();
+  // Fired by a go() of this process that is still running: it runs them.
+  if (!node_->firing_here()) node_->callbacks().run_all();
   return true;
 }
 
