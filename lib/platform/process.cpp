@@ -8,7 +8,6 @@
 #include <cstring>
 
 #include <fcntl.h>
-#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -67,11 +66,11 @@ namespace {
 // One page per process, made at start-up: after a fork the child inherits the
 // mapping (and this pointer) with the page zeroed.
 std::atomic<pid_t>* make_pid_slot() noexcept {
-  void* p = ::mmap(nullptr, static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)), PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  void* p = ::mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return nullptr;
-  if (::madvise(p, static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)), MADV_WIPEONFORK) != 0) {
-    ::munmap(p, static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)));
+  if (::madvise(p, page, MADV_WIPEONFORK) != 0) {
+    ::munmap(p, page);
     return nullptr;
   }
   return new (p) std::atomic<pid_t>(0);

@@ -1,5 +1,7 @@
 #include "platform/system_error.hpp"
 
+#include <cstdio>
+
 #include <cerrno>
 #include <cstring>
 
@@ -77,6 +79,12 @@ std::string excerpt(std::string_view text, std::size_t max) {
   for (char& c : out)
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) c = ' ';
   return out;
+}
+
+std::string hex(std::uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
 }
 
 }  // namespace platform

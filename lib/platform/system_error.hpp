@@ -26,6 +26,9 @@ ErrorCode code_for_errno(int err) noexcept;
 // 200 characters) whole, anything else bounded and on one line.
 std::string where(std::string_view segment, std::string_view object = {});
 
+// 16 hex digits, for words read from shared memory in Corrupt messages.
+std::string hex(std::uint64_t v);
+
 // At most `max` bytes of `text` on one line, for quoting values in messages
 // (inspect::excerpt is the public face of this): control characters
 // (newlines included) become spaces, and a longer text is cut (never inside a

@@ -54,11 +54,7 @@ class WriterLock {
   std::optional<platform::RobustLock> lock_;
 };
 
-std::string hex(std::uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
+using platform::hex;
 
 // A value quoted in a message: a short one-line prefix.
 std::string shortened(const json::value& v) { return inspect::excerpt(inspect::to_text(v)); }

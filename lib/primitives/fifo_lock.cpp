@@ -273,9 +273,9 @@ class Locked {
     // Freezes the fast word for the whole critical section (fifo_lock.hpp).
     fast_ = s_.fast.word.fetch_or(detail::kFastSlow, std::memory_order_acq_rel) | detail::kFastSlow;
     if (fast_held() && detail::fast_mode(fast_) >= h_.modes.size())
-      corrupt("the uncontended hold word 0x" + hex(fast_) + " has mode " + std::to_string(detail::fast_mode(fast_)));
+      corrupt("the uncontended hold word 0x" + platform::hex(fast_) + " has mode " + std::to_string(detail::fast_mode(fast_)));
     if (fast_held() && detail::fast_owner(fast_).pid == 0)  // no process to outlive: it would hold forever
-      corrupt("the uncontended hold word 0x" + hex(fast_) + " names pid 0");
+      corrupt("the uncontended hold word 0x" + platform::hex(fast_) + " names pid 0");
     if (lock_.owner_died()) {
       // A process died inside a critical section: the derived counts were
       // recomputed; now drop whatever the dead left and move the queue on.
@@ -432,11 +432,6 @@ class Locked {
     return mask;
   }
   std::int32_t peek_tid() const noexcept { return peek(s_.fast.tid); }
-  static std::string hex(std::uint64_t v) {
-    char buf[20];
-    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
-    return buf;
-  }
 
   // Repair after a death inside the mutex: recompute the derived counts from
   // the slots (each slot's state is one word, so it is never torn).

@@ -143,6 +143,14 @@ static_assert(LockModes::kMaxModes == 16);
 inline FifoLockSlot* fifo_slots(FifoLockState* s) noexcept {
   return reinterpret_cast<FifoLockSlot*>(reinterpret_cast<std::byte*>(s) + sizeof(FifoLockState));
 }
+// Requests queued right now, read without the mutex (slot states are
+// atomic): for tests and the benchmark's handover row, which wait for one.
+inline std::uint32_t queued_count(FifoLockState* s) noexcept {
+  std::uint32_t n = 0;
+  for (std::uint32_t i = 0; i < s->slot_count; ++i)
+    if (fifo_slots(s)[i].state.load(std::memory_order_acquire) == kSlotWaiting) ++n;
+  return n;
+}
 inline std::uint64_t fifo_lock_bytes(std::uint32_t slots) noexcept {
   return sizeof(FifoLockState) + std::uint64_t{slots} * sizeof(FifoLockSlot);
 }

@@ -37,12 +37,7 @@ inline shmstate::detail::FifoLockState* lock_state(const shmstate::Segment& seg,
 
 // Queued requests right now (read without the mutex: a test-only peek).
 inline std::uint32_t queued(const shmstate::Segment& seg, const std::string& name) {
-  auto* s = lock_state(seg, name);
-  auto* sl = shmstate::detail::fifo_slots(s);
-  std::uint32_t n = 0;
-  for (std::uint32_t i = 0; i < s->slot_count; ++i)
-    if (sl[i].state.load() == shmstate::detail::kSlotWaiting) ++n;
-  return n;
+  return shmstate::detail::queued_count(lock_state(seg, name));
 }
 
 class Holders {

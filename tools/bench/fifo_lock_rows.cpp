@@ -134,14 +134,9 @@ struct alignas(64) PingPong {
   std::atomic<std::uint32_t> turn{0};   // futex ping-pong: 1 = helper's turn
 };
 
-// A request of another process is queued on the lock (its slot table, read
-// without the lock's mutex: the slot states are atomic).
+// A request of another process is queued on the lock.
 bool someone_queued(const shmstate::FifoLock& lock) {
-  auto* s = shmstate::detail::FifoLockAccess::handle(lock)->s;
-  auto* slots = shmstate::detail::fifo_slots(s);
-  for (std::uint32_t i = 0; i < s->slot_count; ++i)
-    if (slots[i].state.load(std::memory_order_acquire) == shmstate::detail::kSlotWaiting) return true;
-  return false;
+  return shmstate::detail::queued_count(shmstate::detail::FifoLockAccess::handle(lock)->s) != 0;
 }
 
 Bodies handover_bodies(Fixture& f, const std::string& object_name) {
