@@ -313,6 +313,68 @@ TEST_CASE("across processes: a waiter SIGKILLed mid-wait costs one wake, once; l
   stop.go();
   CHECK(shmstate::testing::signal_wake_count() - wakes == 1);
 }
+
+namespace {
+std::atomic<std::uint64_t> g_passes_at_fire{0};
+// Holds go() between its wake and its callbacks until the dispatcher, woken
+// by that wake, has made a pass (or 2 s): the window in which a dispatcher
+// that saw the word set would run the callbacks itself.
+void hold_go_until_dispatcher_passed() {
+  auto until = std::chrono::steady_clock::now() + 2s;
+  while (shmstate::testing::dispatcher_pass_count() == g_passes_at_fire.load() &&
+         std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(50ms);  // let that pass reach its deliveries
+}
+}  // namespace
+
+TEST_CASE("a go() of this process runs the then-callbacks in its own thread, also when the dispatcher wakes first") {
+  // Red without SegmentSignalNode's firing_ mark: the dispatcher, asleep on
+  // the word for the then-callback and woken by go(), ran the callback on
+  // its thread while go() was still between its wake and its callbacks.
+  test::TempSegment t;
+  auto seg = Segment::create(t.name());
+  auto s = seg.signal("go");
+  std::atomic<int> ran{0};
+  std::thread::id ran_on;
+  s.then([&] {
+    ran_on = std::this_thread::get_id();
+    ++ran;
+  });
+  std::this_thread::sleep_for(50ms);  // the dispatcher asleep on the word
+  g_passes_at_fire = shmstate::testing::dispatcher_pass_count();
+  shmstate::testing::at_next_point("signal.go.before_callbacks", hold_go_until_dispatcher_passed);
+  s.go();
+  CHECK(shmstate::testing::dispatcher_pass_count() > g_passes_at_fire.load());  // the window was real
+  CHECK(ran.load() == 1);
+  CHECK(ran_on == std::this_thread::get_id());
+  std::this_thread::sleep_for(50ms);
+  CHECK(ran.load() == 1);  // and not again on the dispatcher
+}
+
+TEST_CASE("across processes: a firer killed between its wake and its callbacks: waiters and other processes' "
+          "then-callbacks still run") {
+  test::TempSegment t;
+  auto seg = Segment::create(t.name());
+  auto s = seg.signal("go");
+  std::atomic<int> ran{0};
+  s.then([&] { ++ran; });
+  test::Child waiter([&] { return Segment::open(t.name()).open_signal("go").wait_for(20s) ? 0 : 1; });
+  REQUIRE(test::eventually([&] { return test::asleep_in_futex(waiter.pid()); }));
+  test::Child firer([&] {
+    auto f = Segment::open(t.name()).open_signal("go");
+    f.then([] { ::_exit(3); });  // must not run: the firer dies first
+    shmstate::testing::arm_crash_point("signal.go.before_callbacks");
+    f.go();
+    return 0;
+  });
+  CHECK(firer.exit_code_within(10s) == shmstate::testing::kCrashExitCode);
+  CHECK(waiter.exit_code_within(10s) == 0);
+  CHECK(test::eventually([&] { return ran.load() == 1; }, 5s));
+  CHECK(s.is_set());
+  REQUIRE(s.fired().has_value());
+  CHECK(s.fired()->pid == firer.pid());
+}
 #endif
 
 TEST_CASE("Till fires never early: 200 waits and 200 callbacks of 0-5 ms") {

@@ -23,6 +23,11 @@ inline constexpr int kCrashExitCode = 86;
 void arm_crash_point(const char* name) noexcept;
 void disarm_crash_point() noexcept;
 
+// Runs fn once, in the thread that next reaches crash point `name` (instead
+// of exiting there; an armed crash point of the same name still exits). For
+// tests that need another thread or process to act inside that window.
+void at_next_point(const char* name, void (*fn)()) noexcept;
+
 // How many times this process's notifiers took the slow path (found a
 // waiter bit set and went to clear it and wake), since the process started.
 std::uint64_t slow_notify_count() noexcept;

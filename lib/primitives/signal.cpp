@@ -10,6 +10,7 @@
 
 #include <boost/json.hpp>
 
+#include "platform/crash_point.hpp"
 #include "platform/process.hpp"
 #include "platform/system_error.hpp"
 #include "primitives/condition.hpp"
@@ -100,6 +101,7 @@ class SegmentSignalNode final : public ConditionNode {
       s_->fired_pid.store(platform::current_pid());
       if ((old & one_shot::kSleeper) != 0) one_shot::wake(s_->word);
     }
+    SHMSTATE_CRASH_POINT("signal.go.before_callbacks");
     callbacks_.run_all_if_any();
   }
   bool can_go() const override { return true; }
