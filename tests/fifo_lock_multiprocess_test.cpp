@@ -2,9 +2,12 @@
 // processes, SIGKILL of holders, waiters and zombies, crash points, wake-ups.
 #include <doctest/doctest.h>
 
+#include <sched.h>
 #include <signal.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <optional>
 #include <string_view>
 #include <thread>
@@ -288,8 +291,75 @@ TEST_CASE("a release wakes a waiter in another process well inside one wait slic
   CHECK(best < 30'000'000);  // 30 ms; a missing FUTEX_WAKE costs ~100 ms (one slice)
 }
 
-#if SHMSTATE_TEST_HOOKS  // crash points need a build with -Dtest_hooks=true
+#if SHMSTATE_TEST_HOOKS  // crash points and the wake counter need a build with -Dtest_hooks=true
 using test::crash_at;
+
+namespace {
+// Process state letter from /proc/<pid>/stat ('T' once SIGSTOP took effect).
+char proc_state(pid_t pid) {
+  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+  if (f == nullptr) return '?';
+  char buf[512] = {};
+  std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  const char* close = std::strrchr(buf, ')');
+  return n > 0 && close != nullptr && close[1] == ' ' ? close[2] : '?';
+}
+
+// The slot of the one request queued on lock "l".
+shmstate::detail::FifoLockSlot* queued_slot(const Segment& seg) {
+  auto* st = test::lock_state(seg, "l");
+  for (std::uint32_t i = 0; i < st->slot_count; ++i)
+    if (shmstate::detail::fifo_slots(st)[i].state.load() == shmstate::detail::kSlotWaiting)
+      return &shmstate::detail::fifo_slots(st)[i];
+  return nullptr;
+}
+
+bool several_cpus() {
+  cpu_set_t set;
+  return ::sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 1;
+}
+}  // namespace
+
+TEST_CASE("a waiter announces its sleep in its slot word; a grant wakes only a waiter that announced it") {
+  using shmstate::detail::kWordAsleep;
+  using shmstate::detail::kWordGranted;
+  using shmstate::detail::kWordWaiting;
+  for (const bool announced : {true, false}) {
+  CAPTURE(announced);
+  Fixture f(LockModes::exclusive());
+  auto lock = f.seg.open_fifo_lock("l");
+  std::optional<FifoLock::Guard> g = lock.acquire();
+  test::Child waiter([&] {
+    auto h = Segment::open(f.t.name()).open_fifo_lock("l").acquire();
+    return 0;
+  });
+  REQUIRE(test::eventually([&] { return test::queued(f.seg, "l") == 1 && test::asleep_in_futex(waiter.pid()); }));
+  auto* sl = queued_slot(f.seg);
+  REQUIRE(sl != nullptr);
+  // Asleep in FUTEX_WAIT: it said so first (red when waiters sleep unannounced).
+  CHECK(sl->word.load() == (kWordWaiting | kWordAsleep));
+  if (!announced) {
+    // What a waiter still spinning on its word looks like: stopped, so it
+    // cannot announce again, and the announcement taken away.
+    waiter.kill(SIGSTOP);
+    REQUIRE(test::eventually([&] { return proc_state(waiter.pid()) == 'T'; }));
+    sl->word.store(kWordWaiting);
+  }
+  auto wakes = shmstate::testing::fifo_lock_wake_count();
+  g.reset();
+  CHECK(sl->word.load() == kWordGranted);
+  // One FUTEX_WAKE for the sleeper; none for a waiter that never said it
+  // sleeps (red when every grant pays a FUTEX_WAKE).
+  CHECK(shmstate::testing::fifo_lock_wake_count() - wakes == (announced ? 1u : 0u));
+  if (!announced) waiter.kill(SIGCONT);
+  // Either way the waiter takes its grant (the unannounced one at the latest
+  // when its slice ends), releases, and the lock is idle again.
+  REQUIRE(waiter.exit_code_within(5s) == 0);
+  CHECK(test::queued(f.seg, "l") == 0);
+  CHECK(test::lock_state(f.seg, "l")->fast.word.load() == 0);
+  }
+}
 
 TEST_CASE("crash points inside acquire, release and reclaim: survivors go on") {
   auto name = [](const Fixture& f) { return f.t.name(); };
@@ -366,6 +436,35 @@ TEST_CASE("crash points inside acquire, release and reclaim: survivors go on") {
       CHECK(Clock::now() - start < 1s);
       CHECK(f.holders.board().died[0] == 0);  // it had released
       f.holders.complete(0);
+    }
+  }
+  SUBCASE("wait.spinning, wait.after_announce: a waiter killed mid-spin or between announcing its sleep and "
+          "sleeping costs the others nothing lasting") {
+    for (const char* point : {"fifo_lock.wait.spinning", "fifo_lock.wait.after_announce"}) {
+      const std::string where = point;
+      CAPTURE(where);
+      if (std::string_view(point) == "fifo_lock.wait.spinning" && !several_cpus()) {
+        MESSAGE("one CPU: waiters do not spin; skipping " << point);
+        continue;
+      }
+      Fixture f(LockModes::exclusive());
+      auto lock = f.seg.open_fifo_lock("l");
+      std::optional<FifoLock::Guard> g = lock.acquire();
+      // Queued first (the head, so it spins), and dies there.
+      crash_at(point, [&] { Segment::open(name(f)).open_fifo_lock("l").acquire(); });
+      f.holders.start(0, "exclusive");
+      auto start = Clock::now();
+      g.reset();
+      REQUIRE(test::eventually([&] { return f.holders.board().acquired[0].load() == 1; }, 3s));
+      CHECK(Clock::now() - start < 1s);
+      f.holders.complete(0);
+      // Nothing left behind: no queued request, the fast path open again,
+      // and a release with nobody queued wakes nobody.
+      CHECK(test::queued(f.seg, "l") == 0);
+      CHECK(test::lock_state(f.seg, "l")->fast.word.load() == 0);
+      auto wakes = shmstate::testing::fifo_lock_wake_count();
+      for (int i = 0; i < 100; ++i) lock.acquire();
+      CHECK(shmstate::testing::fifo_lock_wake_count() == wakes);
     }
   }
   SUBCASE("reclaim.after_free: the reclaimer dies midway; the next one finishes the job") {

@@ -46,6 +46,10 @@ std::uint64_t dispatcher_pass_count() noexcept;
 // at once; a wait that polls makes one pass per poll (issue 13).
 std::uint64_t wait_pass_count() noexcept;
 
+// How many FUTEX_WAKEs this process's FifoLock grants have issued (one per
+// granted waiter that had announced it was asleep; issue 8).
+std::uint64_t fifo_lock_wake_count() noexcept;
+
 // Runs fn once, the next time a thread of this process arms an event count
 // (a waiter that has read the sequence and set its bit, and has not yet
 // re-checked its predicate) or a one-shot word (a signal, local signal or

@@ -1,6 +1,7 @@
 #include "primitives/fifo_lock.hpp"
 
 #include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +21,9 @@
 
 #include <shmstate/detail/event_count.hpp>
 #include <shmstate/error.hpp>
+#if SHMSTATE_TEST_HOOKS
+#include <shmstate/testing.hpp>
+#endif
 
 #include "platform/crash_point.hpp"
 #include "platform/system_error.hpp"
@@ -358,9 +362,12 @@ class Locked {
     ++s_.held[m];
     if (was_waiting) {
       --s_.waiting;
-      // Release: the waiter reads token and died after seeing this word.
-      sl.word.store(detail::kWordGranted, std::memory_order_release);
-      wake_.push_back(i);
+      // Release: the waiter reads token and died after seeing this word. A
+      // waiter that has not announced its sleep (detail::kWordAsleep) is
+      // still spinning or about to re-read the word: no FUTEX_WAKE for it
+      // (the argument is at kWordAsleep, primitives/fifo_lock.hpp).
+      std::uint32_t was = sl.word.exchange(detail::kWordGranted, std::memory_order_acq_rel);
+      if (was & detail::kWordAsleep) wake_.push_back(i);
     }
   }
 
@@ -457,8 +464,63 @@ class Locked {
   platform::RobustLock lock_;
 };
 
+#if SHMSTATE_TEST_HOOKS
+std::atomic<std::uint64_t> g_wakes{0};
+#endif
+
 void wake_all(const FifoLockHandle& h, const std::vector<std::uint32_t>& slots) noexcept {
+#if SHMSTATE_TEST_HOOKS
+  g_wakes.fetch_add(slots.size(), std::memory_order_relaxed);
+#endif
   for (auto i : slots) platform::futex_wake(detail::fifo_slots(h.s)[i].word, 1);
+}
+
+// Spinning. A queued request that is the head of the queue first watches its
+// own word for a few microseconds before it announces that it sleeps: with
+// a short hold (the common case) the grant comes within that time, and the
+// handover costs no FUTEX_WAIT, no FUTEX_WAKE (the granter sees no
+// kWordAsleep) and no trip through the scheduler. Bounded, so a long hold or
+// a preempted holder costs the spinner at most kSpinNs of CPU; only the head
+// spins (a request further back has at least a whole hold to wait for), and
+// never on a single CPU, where spinning would only keep the holder off it.
+// The spinner reads its word and takes no lock: killed mid-spin, it is a
+// queued request like one killed asleep (reclaimed by liveness).
+constexpr std::int64_t kSpinNs = 4'000;
+
+bool spinning_helps() noexcept {
+  static const bool many = [] {
+    cpu_set_t set;
+    if (::sched_getaffinity(0, sizeof set, &set) != 0) return false;
+    return CPU_COUNT(&set) > 1;
+  }();
+  return many;
+}
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+// Spins until `word` leaves kWordWaiting, a stop is requested or kSpinNs
+// pass; true if it left.
+bool spin_for_grant(const std::atomic<std::uint32_t>& word, const std::stop_token* stop) noexcept {
+  std::int64_t end = 0;
+  for (std::uint32_t i = 0;; ++i) {
+    if (word.load(std::memory_order_acquire) != detail::kWordWaiting) return true;
+    if ((i & 63) == 0) {
+      if (end == 0) {
+        SHMSTATE_CRASH_POINT("fifo_lock.wait.spinning");
+        end = detail::steady_ns() + kSpinNs;
+      } else if (detail::steady_ns() >= end) {
+        return false;
+      }
+      if (stop != nullptr && stop->stop_requested()) return false;
+    }
+    cpu_relax();
+  }
 }
 
 }  // namespace
@@ -586,6 +648,7 @@ std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_cloc
   std::int32_t tid = detail::current_tid();
   const std::string& mode_name = h.modes.modes()[m].name;
   std::uint32_t index = 0;
+  bool head = false;  // queued with nobody ahead: may spin
   std::vector<std::uint32_t> wake;
   {
     Locked L(h);
@@ -676,6 +739,7 @@ std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_cloc
     }
     index = take_slot();
     fill(index);
+    head = s.waiting == 0;
     publish(s.next_ticket, s.next_ticket + 1);
     publish(L.slot(index).ticket, s.next_ticket);
     L.slot(index).state.store(detail::kSlotWaiting, std::memory_order_relaxed);
@@ -695,8 +759,13 @@ std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_cloc
   std::optional<std::stop_callback<std::function<void()>>> on_stop;
   if (stop != nullptr && stop->stop_possible())
     on_stop.emplace(*stop, std::function<void()>([&sl] {
-                      std::uint32_t expected = detail::kWordWaiting;
-                      sl.word.compare_exchange_strong(expected, detail::kWordPoked);
+                      // Waiting (announced asleep or not) -> Poked, keeping
+                      // the announcement; a granted word stays granted.
+                      std::uint32_t expected = sl.word.load(std::memory_order_relaxed);
+                      while ((expected & ~detail::kWordAsleep) == detail::kWordWaiting &&
+                             !sl.word.compare_exchange_weak(expected,
+                                                            detail::kWordPoked | (expected & detail::kWordAsleep))) {
+                      }
                       platform::futex_wake(sl.word, 1);
                     }));
 
@@ -704,10 +773,21 @@ std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_cloc
   // the stop token and every word of `till` at once); a slice without news
   // checks that the holders and the waiters ahead are alive.
   const detail::ConditionNode* till_node = till != nullptr ? till->node().get() : nullptr;
+  if (head && spinning_helps()) spin_for_grant(sl.word, stop);
   for (;;) {
     std::uint32_t w = sl.word.load(std::memory_order_acquire);
     bool stopped = stop != nullptr && stop->stop_requested();
     if (!stopped && w == detail::kWordGranted) return granted();
+    if (!stopped && (w & detail::kWordAsleep) == 0) {
+      // Announce the sleep before sleeping (kWordAsleep, primitives/
+      // fifo_lock.hpp): from here on a grant wakes this word. A failed swap
+      // means the word changed (granted or poked): look again.
+      if (!sl.word.compare_exchange_strong(w, w | detail::kWordAsleep, std::memory_order_acq_rel,
+                                           std::memory_order_acquire))
+        continue;
+      w |= detail::kWordAsleep;
+      SHMSTATE_CRASH_POINT("fifo_lock.wait.after_announce");
+    }
     auto now = steady_clock::now();
     // A damaged segment signal in `till` ends the wait like a stop: the
     // request leaves the queue (giving back a grant), then the error is thrown.
@@ -1168,6 +1248,10 @@ const KindDescriptor& fifo_lock_kind() {
 }
 
 }  // namespace detail
+
+#if SHMSTATE_TEST_HOOKS
+std::uint64_t testing::fifo_lock_wake_count() noexcept { return g_wakes.load(std::memory_order_relaxed); }
+#endif
 
 FifoLock Segment::fifo_lock(std::string_view name, const LockModes& modes, std::uint32_t slots) {
   return detail::FifoLockAccess::create(*impl_, name, modes, slots, CreateMode::OpenOrCreate, nullptr, 0);

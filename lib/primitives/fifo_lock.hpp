@@ -16,8 +16,25 @@
 //     process died inside the mutex.
 //   - died_modes: bit d set when a holder of mode d was reclaimed dead and no
 //     grant of a mode conflicting with d has happened since.
-//   - word: 0 while waiting, 1 once granted (stored with release after the
-//     grant's fields), 2 when the waiter's own stop callback poked it.
+//   - word: 0 while waiting, 1 once granted (exchanged with release after
+//     the grant's fields), 2 when the waiter's own stop callback poked it;
+//     plus kWordAsleep on 0 or 2 once the waiter has announced that it is
+//     going to sleep in FUTEX_WAIT (it sleeps on the value with the bit).
+//     A grant exchanges the word for 1 and issues FUTEX_WAKE only if the
+//     value it replaced had kWordAsleep: a waiter still spinning on its word
+//     (fifo_lock.cpp, "Spinning") sees the 1 by itself, without a syscall.
+//     Why no wake is lost: the announcement (a compare-and-swap adding the
+//     bit) and the grant (an exchange) are read-modify-writes of the same
+//     word, so one of them is first in its modification order. Grant first:
+//     the waiter's swap fails (it expected the value without the 1), it
+//     re-reads the word and returns granted, without sleeping. Announcement
+//     first: the grant's exchange returns the bit and the granter wakes the
+//     word; the kernel compares the word with the expected value under its
+//     futex bucket lock, which FUTEX_WAKE takes too, so a FUTEX_WAIT that
+//     starts after the exchange returns at once (the value changed) and one
+//     that started before it is woken. There is no store-then-load on two
+//     different words (the Dekker pattern that needs seq_cst fences): both
+//     sides only touch this one word, and coherence orders them.
 //
 // The uncontended fast path (version 2). `fast.word` lets a request that
 // finds the lock idle take it with one compare-and-swap, without the mutex
@@ -66,7 +83,7 @@ inline constexpr std::uint32_t kFifoLockLayoutVersion = 2;
 inline constexpr std::uint32_t kFifoLockMaxSlots = 4096;
 
 enum FifoSlotState : std::uint32_t { kSlotFree = 0, kSlotWaiting = 1, kSlotHeld = 2 };
-enum FifoWord : std::uint32_t { kWordWaiting = 0, kWordGranted = 1, kWordPoked = 2 };
+enum FifoWord : std::uint32_t { kWordWaiting = 0, kWordGranted = 1, kWordPoked = 2, kWordAsleep = 4 };
 
 struct FifoLockModeRow {
   char name[32];             // NUL-terminated, NUL-padded
