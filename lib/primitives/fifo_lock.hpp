@@ -1,4 +1,4 @@
-// The shared state of a FifoLock (layout version 2) and the process-local
+// The shared state of a FifoLock (layout version 3) and the process-local
 // handle. See include/shmstate/fifo_lock.hpp for the contract.
 //
 // Layout: FifoLockState (1280 bytes) followed by slot_count FifoLockSlots of
@@ -79,7 +79,9 @@ class value;
 
 namespace shmstate::detail {
 
-inline constexpr std::uint32_t kFifoLockLayoutVersion = 2;
+// 2: the fast word; 3: a slot word's kWordAsleep (a version-2 waiter never announces its
+// sleep, so a version-3 granter would skip its wake).
+inline constexpr std::uint32_t kFifoLockLayoutVersion = 3;
 inline constexpr std::uint32_t kFifoLockMaxSlots = 4096;
 
 enum FifoSlotState : std::uint32_t { kSlotFree = 0, kSlotWaiting = 1, kSlotHeld = 2 };

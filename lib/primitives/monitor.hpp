@@ -42,7 +42,7 @@
 
 namespace shmstate::detail {
 
-inline constexpr std::uint32_t kMonitorLayoutVersion = 2;  // 2: its lock has the fast word
+inline constexpr std::uint32_t kMonitorLayoutVersion = 3;  // 2: its lock has the fast word; 3: its slot words announce sleep
 inline constexpr std::uint32_t kMonitorMaxWaiters = kFifoLockMaxSlots - 1;
 
 enum MonitorWaiterState : std::uint32_t { kWaiterFree = 0, kWaiterWaiting = 1, kWaiterWoken = 2 };
