@@ -98,7 +98,7 @@ inline constexpr std::size_t kMaxObjectNameLength = 63;
 // Layout version of segments this library creates and reads (3: every value
 // block has a header saying what it is and who owns it; 2 added the
 // registry's name index). Other versions are refused, LayoutMismatch.
-inline constexpr std::uint32_t kLayoutVersion = 3;
+inline constexpr std::uint32_t kLayoutVersion = 4;
 
 // What a creating accessor (Segment::atomic, atom, atomic_reference, ...) does
 // when the name is taken. OpenOrCreate returns the existing object (or throws

@@ -41,6 +41,12 @@ std::uint64_t signal_wake_count() noexcept;
 // while nothing changes makes no pass then (issue 13).
 std::uint64_t dispatcher_pass_count() noexcept;
 
+// How many watched atoms the watch dispatcher of this process has visited
+// (armed and checked for a change), summed over its passes. A wake-up for
+// one changed atom visits that atom's bucket of the segment's watch summary,
+// not every watched atom (issue 13).
+std::uint64_t dispatcher_visit_count() noexcept;
+
 // How many passes this process's waits (detail::wait_any: Condition waits,
 // and every wait with a `till`) have begun, each one sleep on all its words
 // at once; a wait that polls makes one pass per poll (issue 13).

@@ -52,16 +52,17 @@ std::uint32_t EventCount::arm(std::uint32_t bit) noexcept {
   return s;
 }
 
-void EventCount::notify_all_slow() noexcept {
+std::uint32_t EventCount::notify_all_slow() noexcept {
 #if SHMSTATE_TEST_HOOKS
   g_slow_notifies.fetch_add(1, std::memory_order_relaxed);
 #endif
   // Clear first, then bump: a waiter that re-arms after the exchange read
   // its sequence before the bump, so it cannot sleep through this wake.
   std::uint32_t bits = waiters.exchange(0, std::memory_order_seq_cst);
-  if ((bits & kSleeperBit) == 0) return;
+  if ((bits & kSleeperBit) == 0) return bits;
   seq.fetch_add(1, std::memory_order_seq_cst);
   platform::futex_wake(seq, INT_MAX);
+  return bits;
 }
 
 bool EventCount::wait_until(const std::function<bool()>& done,

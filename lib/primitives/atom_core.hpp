@@ -60,6 +60,8 @@ class AtomCore : public std::enable_shared_from_this<AtomCore> {
   // version, if no own change is pending in between.
   void deliver_foreign();
   EventCount& changes() noexcept { return state_->changes; }
+  SegmentImpl& segment() const noexcept { return segment_; }
+  std::uint64_t state_offset() const noexcept { return owner_; }
 
   // "" or "<where>: corrupt inactive buffer descriptor: ..." when the
   // inactive buffer points at what is not this atom's block (dump reports

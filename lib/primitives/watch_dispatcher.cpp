@@ -1,14 +1,21 @@
 // The per-process thread that delivers other processes' atom changes to this
-// process's watches. It sleeps on the event counts of every watched atom at
-// once (futex_wait_any: one futex_waitv up to 128 words, helper threads for
-// the words beyond, issue 13) plus a process-local "epoch" word that is
-// bumped when the watched set changes or a writer asks for a re-check.
+// process's watches. It sleeps on each watched segment's watch summary (one
+// word per segment, whatever the number of watched atoms: layout.hpp,
+// WatchSummary; the protocol is in event_count.hpp, at kWatchBit) plus a
+// process-local "epoch" word that is bumped when the watched set changes or
+// a writer asks for a re-check. A wake-up visits only the watched atoms of
+// the buckets whose counters moved (O(buckets + changed), not O(watched)),
+// re-arming each (kWatchBit) before checking it.
 //
-// While nothing changes it sleeps: one timed re-check per kQuietSlice, which
-// bounds how late a change is delivered whose notifier was killed between
-// publishing it and waking (the wake never comes). When a watched word lies
-// in a read-only mapping (no sleeper bit can be set there, so no notifier
-// wakes for it) it re-checks every kWaitSlice, as other waiters there do.
+// A full pass (every watched atom armed and checked) runs when the watched
+// set changed, on a poke, and at least once per kQuietSlice: that bounds how
+// late a change is delivered whose notifier was killed between publishing it
+// and bumping the summary (the wake never comes). While nothing changes it
+// sleeps until then. A segment mapped read-only cannot be armed (no bit can
+// be set there, so no notifier wakes for it): its atoms are all checked every
+// pass and the dispatcher re-checks every kWaitSlice, as other waiters there
+// do. Up to 127 segments take one futex_waitv; beyond, futex_wait_any's
+// helper threads sleep on the rest (futex.cpp).
 #include <unistd.h>
 
 #include <algorithm>
@@ -33,6 +40,7 @@ constexpr std::chrono::seconds kQuietSlice{1};
 
 #if SHMSTATE_TEST_HOOKS
 std::atomic<std::uint64_t> g_dispatcher_passes{0};
+std::atomic<std::uint64_t> g_dispatcher_visits{0};
 #endif
 
 struct Dispatcher {
@@ -40,6 +48,7 @@ struct Dispatcher {
   pid_t pid;
   std::mutex mu;
   std::vector<std::shared_ptr<AtomCore>> watched;
+  std::uint64_t generation = 0;  // of `watched`: bumped by every change to it
   // Other sources (segment signals' then-callbacks), dropped once delivered.
   std::vector<std::shared_ptr<DispatchSource>> sources;
   std::atomic<std::uint32_t> epoch{0};
@@ -61,12 +70,42 @@ Dispatcher& dispatcher() {
   return *d;
 }
 
+// The watched atoms of one segment, by bucket, and the bucket counters as
+// this dispatcher last saw them.
+struct SegmentWatch {
+  SegmentImpl* segment = nullptr;
+  WatchSummary* summary = nullptr;
+  bool read_only = false;
+  std::vector<AtomCore*> buckets[kWatchBuckets];
+  std::uint32_t seen[kWatchBuckets] = {};
+};
+
+void visit(AtomCore* c) noexcept {
+#if SHMSTATE_TEST_HOOKS
+  g_dispatcher_visits.fetch_add(1, std::memory_order_relaxed);
+#endif
+  // Arm before checking: a change after the check finds the bit and bumps
+  // the bucket (event_count.hpp, kWatchBit).
+  c->changes().arm(EventCount::kWatchBit);
+  try {
+    c->deliver_foreign();
+  } catch (...) {
+    // A damaged atom must not stop deliveries for the others.
+  }
+}
+
 void run(Dispatcher* d) {
-  std::vector<std::shared_ptr<AtomCore>> cores;
+  using Clock = std::chrono::steady_clock;
+  std::vector<std::shared_ptr<AtomCore>> cores;  // keeps the cores of `groups` alive
+  std::vector<std::unique_ptr<SegmentWatch>> groups;
+  std::uint64_t generation = ~std::uint64_t{0};
+  std::uint32_t last_epoch = 0;
+  Clock::time_point last_full{};
   std::vector<const std::atomic<std::uint32_t>*> words;
   std::vector<std::uint32_t> seen;
   std::vector<std::shared_ptr<DispatchSource>> sources;
   WaitSet ws;
+  bool full = true;
   for (;;) {
 #if SHMSTATE_TEST_HOOKS
     g_dispatcher_passes.fetch_add(1, std::memory_order_relaxed);
@@ -74,26 +113,49 @@ void run(Dispatcher* d) {
     std::uint32_t epoch = d->epoch.load(std::memory_order_seq_cst);
     {
       std::lock_guard<std::mutex> g(d->mu);
-      cores = d->watched;
+      if (d->generation != generation) {
+        generation = d->generation;
+        cores = d->watched;
+        groups.clear();
+        for (auto& c : cores) {
+          SegmentImpl* seg = &c->segment();
+          auto it = std::find_if(groups.begin(), groups.end(), [&](auto& g) { return g->segment == seg; });
+          if (it == groups.end()) {
+            auto g = std::make_unique<SegmentWatch>();
+            g->segment = seg;
+            g->summary = &seg->header->watch;
+            g->read_only = seg->read_only || platform::is_read_only(&seg->header->watch.changes);
+            groups.push_back(std::move(g));
+            it = groups.end() - 1;
+          }
+          (*it)->buckets[watch_bucket(c->state_offset()) % kWatchBuckets].push_back(c.get());
+        }
+        full = true;
+      }
       sources = d->sources;
     }
+    if (epoch != last_epoch) full = true;  // a poke: re-check everything
+    last_epoch = epoch;
+    auto now = Clock::now();
+    if (now - last_full >= kQuietSlice) full = true;
+    if (full) last_full = now;
     words.assign(1, &d->epoch);
     seen.assign(1, epoch);
-    // Arm each event count (read its sequence, set the sleeper bit) before
-    // checking its atom: a change after the check moves the sequence, so the
-    // wait below returns at once. Re-armed every pass, as the notifier
-    // clears the bit: a dead dispatcher leaves nothing set for long.
-    for (auto& c : cores) {
-      words.push_back(&c->changes().seq);
-      seen.push_back(c->changes().arm());
-    }
-    for (auto& c : cores) {
-      try {
-        c->deliver_foreign();
-      } catch (...) {
-        // A damaged atom must not stop deliveries for the others.
+    bool read_only = false;
+    for (auto& g : groups) {
+      // Arm the summary first, then read the counters (event_count.hpp).
+      words.push_back(&g->summary->changes.seq);
+      seen.push_back(g->summary->changes.arm());
+      bool all = full || g->read_only;
+      read_only = read_only || g->read_only;
+      for (unsigned b = 0; b < kWatchBuckets; ++b) {
+        std::uint32_t count = g->summary->buckets[b].load(std::memory_order_seq_cst);
+        if (!all && count == g->seen[b]) continue;
+        g->seen[b] = count;
+        for (AtomCore* c : g->buckets[b]) visit(c);
       }
     }
+    full = false;
     ws.clear();
     for (auto& src : sources) src->arm(ws);
     for (std::size_t i = 0; i < ws.words.size(); ++i) {
@@ -113,9 +175,17 @@ void run(Dispatcher* d) {
       std::erase_if(d->sources, [&](auto& s) { return std::find(done.begin(), done.end(), s.get()) != done.end(); });
       continue;
     }
-    bool read_only = std::any_of(words.begin(), words.end(), [](auto* w) { return platform::is_read_only(w); });
-    platform::futex_wait_any(words.data(), seen.data(), static_cast<unsigned>(words.size()),
-                             read_only ? std::chrono::nanoseconds(kWaitSlice) : std::chrono::nanoseconds(kQuietSlice));
+    // A word that moved already (a watch of this pass wrote a watched atom,
+    // say): the next pass at once, without a system call.
+    bool moved = false;
+    for (std::size_t i = 0; i < words.size() && !moved; ++i)
+      moved = words[i]->load(std::memory_order_seq_cst) != seen[i];
+    if (moved) continue;
+    for (std::size_t i = 1; i < words.size() && !read_only; ++i) read_only = platform::is_read_only(words[i]);
+    auto until_full = std::chrono::duration_cast<std::chrono::nanoseconds>(last_full + kQuietSlice - Clock::now());
+    auto slice = read_only ? std::min<std::chrono::nanoseconds>(kWaitSlice, until_full) : until_full;
+    if (slice <= std::chrono::nanoseconds::zero()) continue;
+    platform::futex_wait_any(words.data(), seen.data(), static_cast<unsigned>(words.size()), slice);
   }
 }
 
@@ -138,6 +208,7 @@ void dispatcher_watch(std::shared_ptr<AtomCore> core) {
       // The dispatcher arms the atom's event count on its next pass (the
       // bump below makes it run one).
       d.watched.push_back(std::move(core));
+      ++d.generation;
     }
   }
   bump(d);
@@ -149,8 +220,9 @@ void dispatcher_unwatch(const AtomCore* core) {
     std::lock_guard<std::mutex> g(d.mu);
     auto it = std::find_if(d.watched.begin(), d.watched.end(), [&](auto& c) { return c.get() == core; });
     if (it == d.watched.end()) return;
-    // Its sleeper bit, if set, is cleared by the atom's next notify.
+    // Its kWatchBit, if set, is cleared by the atom's next notify.
     d.watched.erase(it);
+    ++d.generation;
   }
   bump(d);
 }
@@ -175,5 +247,8 @@ void dispatcher_poke() noexcept { bump(dispatcher()); }
 #if SHMSTATE_TEST_HOOKS
 std::uint64_t shmstate::testing::dispatcher_pass_count() noexcept {
   return shmstate::detail::g_dispatcher_passes.load(std::memory_order_relaxed);
+}
+std::uint64_t shmstate::testing::dispatcher_visit_count() noexcept {
+  return shmstate::detail::g_dispatcher_visits.load(std::memory_order_relaxed);
 }
 #endif

@@ -1,4 +1,4 @@
-// The bytes of a segment (layout version 3).
+// The bytes of a segment (layout version 4).
 //
 //   offset 0      SegmentHeader (1024 bytes)
 //   registry_offset   RegistryEntry[registry_capacity] (128 bytes each)
@@ -9,7 +9,9 @@
 //   size          end of the file
 //
 // Version 3 added the block headers (version 2 had bare blocks and kept a
-// free block's next offset in its first 8 bytes).
+// free block's next offset in its first 8 bytes). Version 4 added the watch
+// summary (a library of version 3 would change watched atoms without telling
+// it, so its segments are refused by version, LayoutMismatch).
 //
 // Fields never change after publication except: heap_top (atomic, only grows),
 // the registry mutex, registry_used (only grows, under the mutex), registry
@@ -22,6 +24,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+
+#include <shmstate/detail/event_count.hpp>
 
 #include "platform/process.hpp"
 #include "platform/robust_mutex.hpp"
@@ -59,6 +63,30 @@ constexpr std::uint32_t index_capacity_for(std::uint32_t registry_capacity) {
   return c;
 }
 
+// The watch summary (issue 13; the protocol is in event_count.hpp, at
+// kWatchBit): watch dispatchers of every process sleep on `changes`, one word
+// per segment whatever the number of watched atoms; a notifier that finds an
+// atom's kWatchBit set bumps the atom's bucket counter, then notifies
+// `changes`. A dispatcher keeps its own copy of the counters and visits only
+// the watched atoms of buckets whose counter moved. The counters are plain
+// numbers nobody resets (any value is valid: damage costs at most a visit of
+// a bucket's atoms); the bucket is computed from the atom's state offset
+// (watch_bucket), never read from the segment.
+inline constexpr unsigned kWatchBuckets = 64;
+struct WatchSummary {
+  EventCount changes;                                   // 0
+  std::uint8_t reserved[64 - sizeof(EventCount)];       // 8
+  std::atomic<std::uint32_t> buckets[kWatchBuckets];    // 64
+};
+static_assert(std::is_standard_layout_v<WatchSummary>);
+static_assert(sizeof(WatchSummary) == 64 + 4 * kWatchBuckets);
+
+// The bucket of the atom whose shared state is at `state_offset` (the same in
+// every process: offsets are from the segment start).
+constexpr unsigned watch_bucket(std::uint64_t state_offset) {
+  return static_cast<unsigned>(((state_offset >> 6) * 0x9E3779B97F4A7C15ULL) >> 58) % kWatchBuckets;
+}
+
 struct SegmentHeader {
   std::uint64_t magic;                    // 0
   std::uint32_t layout_version;           // 8
@@ -85,7 +113,9 @@ struct SegmentHeader {
   // while it is on a list or unreachable (blocks.cpp), so a holder killed
   // midway leaves every list well formed (at worst one block leaked).
   std::atomic<std::uint64_t> free_heads[kSizeClasses];
-  std::uint8_t reserved3[1024 - 320 - 8 * kSizeClasses];  // room for later layouts' fields
+  std::uint8_t reserved3[640 - 320 - 8 * kSizeClasses];
+  alignas(64) WatchSummary watch;         // 640: see WatchSummary (layout 4)
+  std::uint8_t reserved4[1024 - 640 - sizeof(WatchSummary)];  // room for later layouts' fields
 };
 static_assert(std::is_standard_layout_v<SegmentHeader>);
 static_assert(sizeof(SegmentHeader) == 1024);
@@ -95,6 +125,8 @@ static_assert(offsetof(SegmentHeader, registry_used) == 92);
 static_assert(offsetof(SegmentHeader, heap_top) == 128);
 static_assert(offsetof(SegmentHeader, registry_mutex) == 192);
 static_assert(offsetof(SegmentHeader, free_heads) == 320);
+static_assert(offsetof(SegmentHeader, watch) == 640);
+static_assert(kWatchBuckets == 64 && (kWatchBuckets & (kWatchBuckets - 1)) == 0);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 

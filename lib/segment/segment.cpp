@@ -157,8 +157,8 @@ void init_header(SegmentHeader& h, const SegmentOptions& o) {
   h.heap_top.store(h.heap_begin, std::memory_order_relaxed);
   h.registry_mutex.init();
   h.block_mutex.init();
-  // Registry entries (free), index slots (empty) and free-list heads (empty)
-  // are zero from ftruncate.
+  // Registry entries (free), index slots (empty), free-list heads (empty)
+  // and the watch summary (no waiter, counters 0) are zero from ftruncate.
 }
 
 // fstat + header check + map, or reuse this process's mapping of the file.

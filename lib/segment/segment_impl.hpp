@@ -120,6 +120,14 @@ struct SegmentImpl {
     return offset >= header->heap_begin && offset <= size && bytes <= size - offset;
   }
 
+  // An atom's notifier found its kWatchBit set (event_count.hpp): bumps the
+  // atom's bucket of the watch summary, then notifies the summary's event
+  // count. `state_offset` is the atom's state offset (bucket: watch_bucket).
+  void note_watched_change(std::uint64_t state_offset) noexcept {
+    header->watch.buckets[watch_bucket(state_offset)].fetch_add(1, std::memory_order_seq_cst);
+    header->watch.changes.notify_all();
+  }
+
   // Validated access to an object's state struct: the slot must be big enough
   // and aligned, and its ObjectHeader must carry the slot's kind and `version`.
   template <class State>

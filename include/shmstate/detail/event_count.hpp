@@ -33,6 +33,37 @@
 // A notifier killed between clearing the bits and the wake is covered by
 // waiters sleeping in bounded slices (kWaitSlice) and re-checking.
 //
+// kWatchBit (issue 13): "a watch dispatcher watches this atom through its
+// segment's watch summary" (layout.hpp, WatchSummary). The dispatcher does
+// not sleep on this event count: it sleeps on the summary's event count
+// (one word per segment) and, per pass:
+//   s = summary.seq; arm summary (kSleeperBit)              [1]
+//   for each bucket b whose counter moved since its last look (all of them
+//   in a full pass): copy counter[b];                        [2]
+//     for each watched atom of b: arm(kWatchBit); check its version   [3]
+//   FUTEX_WAIT(summary.seq, s)
+// The atom's notifier, after publishing, takes the slow path only when a bit
+// is set (the no-waiter fast path stays one load): bits = waiters.exchange(0);
+// if (bits & kWatchBit) { counter[b]++; summary.notify_all() }. Why no change
+// is lost, with every step seq_cst: either the notifier's load of the atom's
+// `waiters` comes after the dispatcher's [3] (bit set; or seen set there,
+// from an earlier arm, and then not cleared in between, else that clearing
+// notifier's own counter bump and summary notify come after [1] too): it
+// bumps counter[b] and then notifies the summary, whose sleeper bit [1]
+// precedes it, so summary.seq moves past s (this notifier's bump, or that of
+// whichever notifier cleared the bit after [1]) and the wait returns; the
+// next pass re-arms [1] before reading counter[b] [2], so it sees the bump,
+// or the bump comes after that re-arm and notifies it again. Or the load
+// comes before [3], and then [3]'s version check sees the published change.
+// Every bit a notifier clears is re-set by the dispatchers that still watch
+// (they find the bucket moved); nothing in the summary is consumed by a
+// reader, so any number of processes' dispatchers share it. A notifier
+// killed between the exchange and the counter bump leaves the atom unarmed
+// and its bucket unmoved: the dispatcher's periodic full pass re-arms it.
+// A dead dispatcher's kWatchBit costs the atom's next notify one slow path
+// (which clears it), and the summary's sleeper bit one slow notify of the
+// summary, once: the same rule as kSleeperBit.
+//
 // Cost: the common case (nobody waits) is one load of `waiters` for the
 // notifier, and no store: keep the event count off the value's cache line
 // where writers are hot (AtomicState gives it a line of its own).
@@ -50,6 +81,9 @@ namespace shmstate::detail {
 struct EventCount {
   // A thread or process is (or is about to be) asleep on `seq`.
   static constexpr std::uint32_t kSleeperBit = 1u << 0;
+  // A watch dispatcher sleeps on the segment's watch summary for this one
+  // (atoms only; see above).
+  static constexpr std::uint32_t kWatchBit = 1u << 1;
 
   std::atomic<std::uint32_t> seq;
   std::atomic<std::uint32_t> waiters;
@@ -60,8 +94,9 @@ struct EventCount {
   // The notifier's fast-path test: one load, and no store, when nobody waits.
   bool has_waiters() const noexcept { return waiters.load(std::memory_order_seq_cst) != 0; }
   // Clears every bit and wakes every sleeper (counted in
-  // testing::slow_notify_count()).
-  void notify_all_slow() noexcept;
+  // testing::slow_notify_count()). Returns the bits it cleared (an atom's
+  // notifier then tells the watch summary when kWatchBit was among them).
+  std::uint32_t notify_all_slow() noexcept;
 
   // The first half of one sleep slice: reads the sequence, then sets `bit`
   // (only when not already set: a waiter that re-arms every slice does not
