@@ -747,6 +747,10 @@ TEST_CASE("a waiter or watcher SIGKILLed on an atom costs later writers at most 
   Segment seg = Segment::create(t.name(), {.size = 1 << 20});
   Atom a = seg.atom("a", counter(0));
   std::function<void(Atom&)> wait;
+  // A watcher's dispatcher sleeps on the segment's watch summary (layout 4):
+  // its death costs the atom's next write one slow notify, and that write's
+  // notify of the summary one more, once.
+  std::uint64_t allowed = 1;
   SUBCASE("in wait_for_change") {
     wait = [](Atom& mine) { mine.wait_for_change(mine.version(), 60s); };
   }
@@ -755,6 +759,7 @@ TEST_CASE("a waiter or watcher SIGKILLed on an atom costs later writers at most 
       mine.add_watch("w", [](const shmstate::WatchEvent&) {});
       ::pause();
     };
+    allowed = 2;
   }
   test::Child waiter([&] {
     Atom mine = Segment::open(t.name()).open_atom("a");
@@ -767,7 +772,7 @@ TEST_CASE("a waiter or watcher SIGKILLed on an atom costs later writers at most 
   waiter.wait();
   auto before = shmstate::testing::slow_notify_count();
   for (int i = 0; i < 1000; ++i) a.swap(increment);
-  CHECK(shmstate::testing::slow_notify_count() - before <= 1);
+  CHECK(shmstate::testing::slow_notify_count() - before <= allowed);
   CHECK(a.version() == 1000);
   CHECK(waiters_of(seg, "a").load() == 0);
 }
