@@ -90,17 +90,23 @@ struct Chain {
 
 std::int64_t stamp() { return Clock::now().time_since_epoch().count(); }  // CLOCK_MONOTONIC: one clock for all
 
-}  // namespace
-
-TEST_CASE("1,000 watched atoms in 3 segments: another process's random changes all arrive in order, none lost, "
-          "and the dispatcher sleeps while nothing changes") {
-  ManyAtoms m;
+// A watch "t" on every atom of m, each checking its own chain of events.
+std::vector<std::unique_ptr<Chain>> watch_all(ManyAtoms& m) {
   std::vector<std::unique_ptr<Chain>> chains;
   for (int i = 0; i < kAtoms; ++i) {
     chains.push_back(std::make_unique<Chain>());
     Chain* c = chains.back().get();
     m.atoms[i].add_watch("t", [c](const shmstate::WatchEvent& e) { c->add(e); });
   }
+  return chains;
+}
+
+}  // namespace
+
+TEST_CASE("1,000 watched atoms in 3 segments: another process's random changes all arrive in order, none lost, "
+          "and the dispatcher sleeps while nothing changes") {
+  ManyAtoms m;
+  auto chains = watch_all(m);
   constexpr int kChanges = 4000;
   test::Child writer([&] {
     std::vector<Atom> atoms = m.open_all();
@@ -165,12 +171,7 @@ TEST_CASE("1,000 watched atoms in 3 segments: another process's random changes a
 TEST_CASE("1,000 watched atoms in 3 segments: a wake-up for one changed atom visits that atom's bucket, not every "
           "watched atom") {
   ManyAtoms m;
-  std::vector<std::unique_ptr<Chain>> chains;
-  for (int i = 0; i < kAtoms; ++i) {
-    chains.push_back(std::make_unique<Chain>());
-    Chain* c = chains.back().get();
-    m.atoms[i].add_watch("t", [c](const shmstate::WatchEvent& e) { c->add(e); });
-  }
+  auto chains = watch_all(m);
   std::this_thread::sleep_for(50ms);  // the adds' passes are over: asleep
   constexpr int kChanges = 20;
   auto visits = shmstate::testing::dispatcher_visit_count();

@@ -366,21 +366,21 @@ void fifo_lock_rows(std::vector<Case>& cases) {
       return **figures;
     };
     std::string p = " " + std::to_string(procs) + " procs";
-    Case share{"FifoLock fairness: max/min acquisitions per process (a ratio, not ns)" + p,
-               "robust pshared pthread_mutex: max/min acquisitions per process" + p, procs,
-               Target{std::nullopt, 1.05}, {}};
-    share.direct = [get](Fixture& f, bool quick) {
-      auto& x = get(f, quick);
-      return std::pair{x.fifo.share, x.mutex.share};
+    // One row per figure of the measurement: FifoLock's in ns_per_op, the
+    // robust mutex's in baseline_ns_per_op.
+    auto row = [&](std::string name, std::string baseline, Target target, double Contention::*field) {
+      Case c{std::move(name), std::move(baseline), procs, target, {}};
+      c.direct = [get, field](Fixture& f, bool quick) {
+        auto& x = get(f, quick);
+        return std::pair{x.fifo.*field, x.mutex.*field};
+      };
+      cases.push_back(std::move(c));
     };
-    cases.push_back(std::move(share));
-    Case longest{"FifoLock longest single acquire (ns) contended" + p,
-                 "robust pshared pthread_mutex longest single lock (ns)" + p, procs, Target{}, {}};
-    longest.direct = [get](Fixture& f, bool quick) {
-      auto& x = get(f, quick);
-      return std::pair{x.fifo.longest_ns, x.mutex.longest_ns};
-    };
-    cases.push_back(std::move(longest));
+    row("FifoLock fairness: max/min acquisitions per process (a ratio, not ns)" + p,
+        "robust pshared pthread_mutex: max/min acquisitions per process" + p, Target{std::nullopt, 1.05},
+        &Contention::share);
+    row("FifoLock longest single acquire (ns) contended" + p,
+        "robust pshared pthread_mutex longest single lock (ns)" + p, Target{}, &Contention::longest_ns);
     // Why the share above is not the lock's fairness: with 2 shared CPUs a
     // process is often preempted outside the lock, and another then finds
     // the lock idle and takes it alone (the fast path, ~20 ns an operation)
@@ -391,20 +391,11 @@ void fifo_lock_rows(std::vector<Case>& cases) {
     // wait, which are the ones FIFO order governs. They do not show the
     // order itself (the multiprocess tests check that exactly), nor
     // fairness under a longer critical section. Not ns/op.
-    Case idle{"FifoLock % of acquisitions that found the lock idle (not ns)" + p,
-              "robust pshared pthread_mutex % of locks whose trylock succeeded" + p, procs, Target{}, {}};
-    idle.direct = [get](Fixture& f, bool quick) {
-      auto& x = get(f, quick);
-      return std::pair{x.fifo.idle_pct, x.mutex.idle_pct};
-    };
-    cases.push_back(std::move(idle));
-    Case waited{"FifoLock fairness of the acquisitions that waited: max/min per process (not ns)" + p,
-                "robust pshared pthread_mutex: max/min per process of locks that waited" + p, procs, Target{}, {}};
-    waited.direct = [get](Fixture& f, bool quick) {
-      auto& x = get(f, quick);
-      return std::pair{x.fifo.waited_share, x.mutex.waited_share};
-    };
-    cases.push_back(std::move(waited));
+    row("FifoLock % of acquisitions that found the lock idle (not ns)" + p,
+        "robust pshared pthread_mutex % of locks whose trylock succeeded" + p, Target{}, &Contention::idle_pct);
+    row("FifoLock fairness of the acquisitions that waited: max/min per process (not ns)" + p,
+        "robust pshared pthread_mutex: max/min per process of locks that waited" + p, Target{},
+        &Contention::waited_share);
   }
   // Handover latency, as a round trip of two handovers between 2 processes
   // vs a raw futex wake round trip: target <= 1.3x.
