@@ -338,12 +338,10 @@ void AtomCore::commit_locked(std::uint64_t old_version, const Atom::Value& value
 }
 
 void AtomCore::after_commit(const AtomSnapshot& old, const Atom::Value& value) {
-  EventCount& ec = state_->changes;
-  if (ec.has_waiters()) [[unlikely]] {
-    // A watch dispatcher (of any process) watches this atom through the
-    // segment's watch summary: tell it which bucket moved.
-    if (ec.notify_all_slow() & EventCount::kWatchBit) segment_.note_watched_change(owner_);
-  }
+  // A watch dispatcher (of any process) that watches this atom through the
+  // segment's watch summary is told which bucket moved.
+  if (state_->changes.notify_all() & EventCount::kWatchBit) [[unlikely]]
+    segment_.note_watched_change(owner_);
   deliver_own(old, value);
 }
 

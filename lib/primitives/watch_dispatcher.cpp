@@ -128,7 +128,7 @@ void run(Dispatcher* d) {
             groups.push_back(std::move(g));
             it = groups.end() - 1;
           }
-          (*it)->buckets[watch_bucket(c->state_offset()) % kWatchBuckets].push_back(c.get());
+          (*it)->buckets[watch_bucket(c->state_offset())].push_back(c.get());
         }
         full = true;
       }

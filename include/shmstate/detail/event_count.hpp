@@ -88,9 +88,9 @@ struct EventCount {
   std::atomic<std::uint32_t> seq;
   std::atomic<std::uint32_t> waiters;
 
-  void notify_all() noexcept {
-    if (has_waiters()) notify_all_slow();
-  }
+  // Returns the waiter bits it cleared (0 on the fast path): an atom's
+  // notifier then tells the watch summary when kWatchBit was among them.
+  std::uint32_t notify_all() noexcept { return has_waiters() ? notify_all_slow() : 0; }
   // The notifier's fast-path test: one load, and no store, when nobody waits.
   bool has_waiters() const noexcept { return waiters.load(std::memory_order_seq_cst) != 0; }
   // Clears every bit and wakes every sleeper (counted in
