@@ -454,24 +454,30 @@ TEST_CASE("a FifoLock slot's time set to INT64_MIN: dump shows an age, no overfl
   CHECK(other.exit_code_within(10s) == 0);
 }
 
-// A FifoLock or Monitor written by a library of the previous layout (2: no
-// kWordAsleep, so its waiters never announce a sleep and a version-3 granter
-// would skip their wake) is refused, naming the kind and both versions.
-TEST_CASE("a FifoLock or Monitor of layout version 2 is refused as LayoutMismatch naming both versions") {
-  test::TempSegment t("damage");
-  Segment seg = Segment::create(t.name(), {.size = 256 * 1024, .mode = 0600, .max_objects = 8});
-  seg.fifo_lock("l", shmstate::LockModes::exclusive(), 4);
-  seg.monitor("m");
-  for (std::string name : {"l", "m"}) {
-    poke<std::uint32_t>(t, seg.find(name)->offset + offsetof(d::ObjectHeader, layout_version), 2);
-    Segment other = Segment::open(t.name());
-    auto err = test::error_of([&] {
-      if (name == "l")
-        other.open_fifo_lock(name);
-      else
-        other.open_monitor(name);
-    });
-    CHECK(err.code() == ErrorCode::LayoutMismatch);
-    CHECK_MESSAGE(contains(err.what(), "layout version 2, but this library reads version 3"), err.what());
+// A FifoLock or Monitor written by a library of an earlier layout is refused,
+// naming the kind and both versions: 2 (no kWordAsleep, so its waiters never
+// announce a sleep and a later granter would skip their wake) and 3 (its fast
+// path stamps since_ns on every grant, and the bytes this library reads as
+// the fast hold's seen_token are reserved there).
+TEST_CASE("a FifoLock or Monitor of layout version 2 or 3 is refused as LayoutMismatch naming both versions") {
+  for (std::uint32_t old : {2u, 3u}) {
+    CAPTURE(old);
+    test::TempSegment t("damage");
+    Segment seg = Segment::create(t.name(), {.size = 256 * 1024, .mode = 0600, .max_objects = 8});
+    seg.fifo_lock("l", shmstate::LockModes::exclusive(), 4);
+    seg.monitor("m");
+    for (std::string name : {"l", "m"}) {
+      poke<std::uint32_t>(t, seg.find(name)->offset + offsetof(d::ObjectHeader, layout_version), old);
+      Segment other = Segment::open(t.name());
+      auto err = test::error_of([&] {
+        if (name == "l")
+          other.open_fifo_lock(name);
+        else
+          other.open_monitor(name);
+      });
+      CHECK(err.code() == ErrorCode::LayoutMismatch);
+      CHECK_MESSAGE(contains(err.what(), "layout version " + std::to_string(old) + ", but this library reads version 4"),
+                    err.what());
+    }
   }
 }

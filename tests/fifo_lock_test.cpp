@@ -251,6 +251,33 @@ TEST_CASE("the kind descriptor: dump lists holders and waiters in queue order wi
   reader.join();
 }
 
+// The fast path reads no clock (a tenth of an uncontended acquire+release):
+// an uncontended hold is timed from the first request that finds it held.
+TEST_CASE("dump times an uncontended hold from the first request that finds it held") {
+  test::TempSegment t("fl");
+  auto seg = Segment::create(t.name());
+  auto lock = seg.fifo_lock("x", LockModes::exclusive());
+  const auto* d = shmstate::detail::find_kind(shmstate::Kind::FifoLock);
+  REQUIRE(d != nullptr);
+  auto holder = [&] {
+    auto st = d->state(seg, *seg.find("x"));
+    REQUIRE(st.at("holders").as_array().size() == 1);
+    return st.at("holders").as_array()[0].at("held_for");
+  };
+  auto text = [&] { return d->text(seg, *seg.find("x"), 200); };
+  auto g = lock.acquire();  // idle: the fast path
+  CHECK(holder().is_null());
+  CHECK_MESSAGE(text().find(" held (uncontended: not timed)") != std::string::npos, text());
+  std::thread([&] { CHECK_FALSE(lock.try_acquire().has_value()); }).join();  // finds it held
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  REQUIRE(holder().is_double());
+  CHECK(holder().as_double() >= 0.029);
+  CHECK_MESSAGE(text().find(" held for >= 0.0") != std::string::npos, text());
+  g.release();
+  g = lock.acquire();  // a new fast hold: the old stamp is not its age
+  CHECK(holder().is_null());
+}
+
 TEST_CASE("the kind descriptor: new with --modes and --slots; snapshot and restore keep tokens going up") {
   test::TempSegment t("fl");
   auto seg = Segment::create(t.name());

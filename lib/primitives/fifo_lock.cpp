@@ -227,11 +227,6 @@ std::int64_t steady_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(steady_clock::now().time_since_epoch()).count();
 }
 
-std::int64_t coarse_ns() noexcept {
-  struct timespec ts;
-  if (::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) != 0) return steady_ns();
-  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
 
 LockModes stored_modes(const FifoLockState& s, const std::string& where) {
   if (s.mode_count == 0 || s.mode_count > LockModes::kMaxModes)
@@ -280,6 +275,7 @@ class Locked {
       corrupt("the uncontended hold word 0x" + platform::hex(fast_) + " has mode " + std::to_string(detail::fast_mode(fast_)));
     if (fast_held() && detail::fast_owner(fast_).pid == 0)  // no process to outlive: it would hold forever
       corrupt("the uncontended hold word 0x" + platform::hex(fast_) + " names pid 0");
+    if (fast_held()) stamp_fast();
     if (lock_.owner_died()) {
       // A process died inside a critical section: the derived counts were
       // recomputed; now drop whatever the dead left and move the queue on.
@@ -309,6 +305,10 @@ class Locked {
     return fast_is(detail::fast_word(self, 0)) && peek_tid() == tid;
   }
   std::uint64_t fast_word() const noexcept { return fast_; }
+  // How long the fast hold has been known held (fifo_lock.hpp, the fast hold).
+  std::int64_t fast_age_ns(std::int64_t now) const noexcept {
+    return peek(s_.fast.seen_token) == peek(s_.fast.token) ? detail::age_ns(now, peek(s_.fast.since_ns)) : 0;
+  }
   // Ends the fast hold (its holder's release, or its holder died).
   void drop_fast() noexcept {
     s_.fast.word.store(detail::kFastSlow, std::memory_order_relaxed);
@@ -405,7 +405,7 @@ class Locked {
     platform::DeathCache deaths;
     bool freed = false;
     if (fast_held() && !fast_is(detail::fast_word(self, 0)) &&
-        (min_age_ns == 0 || detail::age_ns(detail::coarse_ns(), peek(s_.fast.since_ns)) >= min_age_ns) &&
+        (min_age_ns == 0 || fast_age_ns(now) >= min_age_ns) &&
         deaths.dead(detail::fast_owner(fast_), detail::kFastStartMask)) {
       died_modes(s_).fetch_or(1u << fast_mode(), std::memory_order_relaxed);
       drop_fast();
@@ -439,6 +439,15 @@ class Locked {
     return mask;
   }
   std::int32_t peek_tid() const noexcept { return peek(s_.fast.tid); }
+  // The first critical section to find a fast hold starts its clock (the
+  // fast path reads none): since_ns before seen_token, so a reader that finds
+  // seen_token == token reads this stamp or a later one.
+  void stamp_fast() noexcept {
+    std::uint64_t token = peek(s_.fast.token);
+    if (peek(s_.fast.seen_token) == token) return;
+    publish(s_.fast.since_ns, detail::steady_ns());
+    publish(s_.fast.seen_token, token);
+  }
 
   // Repair after a death inside the mutex: recompute the derived counts from
   // the slots (each slot's state is one word, so it is never torn).
@@ -549,10 +558,17 @@ std::size_t FifoLock::resolve(const ModeSelector& m) const {
   return mode(m.name_).index();
 }
 
+namespace {
+// Out of line and cold, so only_mode() stays a compare on the fast path.
+[[noreturn, gnu::noinline, gnu::cold]] void throw_not_one_mode(const FifoLockHandle& h) {
+  throw Error(ErrorCode::InvalidArgument, h.where() + ": the lock has " + std::to_string(h.modes.size()) +
+                                              " modes; name one (" + h.modes.to_string() + ")");
+}
+}  // namespace
+
 std::size_t FifoLock::only_mode() const {
-  if (h_->modes.size() != 1)
-    throw Error(ErrorCode::InvalidArgument, h_->where() + ": the lock has " + std::to_string(h_->modes.size()) +
-                                                " modes; name one (" + h_->modes.to_string() + ")");
+  if (h_->modes.size() != 1) [[unlikely]]
+    throw_not_one_mode(*h_);
   return 0;
 }
 
@@ -623,7 +639,6 @@ bool FifoLock::take_idle(std::size_t m, Guard& out) const {
   if (died_modes(*h.s).load(std::memory_order_relaxed) & told)
     died = died_modes(*h.s).fetch_and(~told, std::memory_order_relaxed) & told;
   publish(fast.token, token);
-  publish(fast.since_ns, detail::coarse_ns());
   publish(fast.died, died);
   publish(fast.tid, detail::current_tid());
   // `out` is a fresh, empty guard: fill it in place (a move assignment
@@ -1053,7 +1068,10 @@ FifoLockView fifo_lock_view(const FifoLockHandle& h) {
     x.mode = m < h.modes.size() ? h.modes.modes()[m].name : "?" + std::to_string(m);
     x.token = peek(st->fast.token);
     x.ticket = 0;
-    x.seconds = static_cast<double>(detail::age_ns(now, peek(st->fast.since_ns))) / 1e9;
+    if (peek(st->fast.seen_token) == x.token) {  // else nobody has found it held: no time kept
+      x.seconds = static_cast<double>(detail::age_ns(now, peek(st->fast.since_ns))) / 1e9;
+      x.at_least = true;
+    }
     v.holders.push_back(std::move(x));
   }
   for (std::uint32_t i = 0; i < st->slot_count; ++i) {
@@ -1095,6 +1113,16 @@ std::string seconds_text(double s) {
   return buf;
 }
 
+json::value held_for_json(const FifoSlotView& x) {
+  if (!x.seconds) return nullptr;
+  return rounded_seconds(*x.seconds);
+}
+
+std::string held_for_text(const FifoSlotView& x) {
+  if (!x.seconds) return "(uncontended: not timed)";
+  return std::string("for ") + (x.at_least ? ">= " : "") + seconds_text(*x.seconds);
+}
+
 // ---- the kind descriptor (kind.hpp) ----
 
 namespace {
@@ -1112,12 +1140,12 @@ json::object fifo_lock_state(const Segment& seg, const ObjectInfo& o) {
                                    {"alive", liveness_json(x.alive)},
                                    {"mode", x.mode},
                                    {"token", x.token},
-                                   {"held_for", rounded_seconds(x.seconds)}});
+                                   {"held_for", held_for_json(x)}});
   for (const auto& x : v.waiters)
     waiters.push_back(json::object{{"pid", x.owner.pid},
                                    {"alive", liveness_json(x.alive)},
                                    {"mode", x.mode},
-                                   {"waiting_for", rounded_seconds(x.seconds)}});
+                                   {"waiting_for", rounded_seconds(x.seconds.value_or(0))}});
   out["holders"] = std::move(holders);
   out["waiters"] = std::move(waiters);
   return out;
@@ -1132,10 +1160,10 @@ std::string fifo_lock_text(const Segment& seg, const ObjectInfo& o, std::size_t 
   std::string out = inspect::excerpt(first, width);
   for (const auto& x : v.holders)
     out += "\nholder pid " + std::to_string(x.owner.pid) + " (" + liveness_text(x.alive) + ") " + x.mode +
-           " token " + std::to_string(x.token) + " held for " + seconds_text(x.seconds);
+           " token " + std::to_string(x.token) + " held " + held_for_text(x);
   for (const auto& x : v.waiters)
     out += "\nwaiter pid " + std::to_string(x.owner.pid) + " (" + liveness_text(x.alive) + ") " + x.mode +
-           " waiting for " + seconds_text(x.seconds);
+           " waiting for " + seconds_text(x.seconds.value_or(0));
   return out;
 }
 

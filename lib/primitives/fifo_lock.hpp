@@ -51,17 +51,22 @@
 //     nobody waits: the fast path never barges.
 //   - kFastHeld: the fast holder, counted by every critical section as a
 //     holder of its mode (compatibility, capacity, reentrancy, reclaim).
-// fast.token/since_ns/tid/died describe the current fast hold; they are
-// written just after the swap, so a reader under the mutex may see the
-// previous hold's values in that window (reclaim then only sees an older
-// since_ns, dump an older token). tid is cleared before a release so a
-// stale tid never makes a thread think it holds the lock.
+// fast.token/tid/died describe the current fast hold; they are written just
+// after the swap, so a reader under the mutex may see the previous hold's
+// values in that window (dump then shows an older token). tid is cleared
+// before a release so a stale tid never makes a thread think it holds the
+// lock. The fast path reads no clock (a clock read was a tenth of an
+// uncontended acquire+release): the first critical section that finds a
+// fast hold stamps it (seen_token = its token, since_ns = now), so the age
+// reclaim and dump use is "held at least since a request found it held",
+// and a hold nobody has contended has no age (dump says so).
 #pragma once
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -80,8 +85,10 @@ class value;
 namespace shmstate::detail {
 
 // 2: the fast word; 3: a slot word's kWordAsleep (a version-2 waiter never announces its
-// sleep, so a version-3 granter would skip its wake).
-inline constexpr std::uint32_t kFifoLockLayoutVersion = 3;
+// sleep, so a version-3 granter would skip its wake); 4: the fast hold's
+// seen_token (its since_ns is stamped by the first critical section that finds
+// it, not by the fast path).
+inline constexpr std::uint32_t kFifoLockLayoutVersion = 4;
 inline constexpr std::uint32_t kFifoLockMaxSlots = 4096;
 
 enum FifoSlotState : std::uint32_t { kSlotFree = 0, kSlotWaiting = 1, kSlotHeld = 2 };
@@ -113,10 +120,11 @@ static_assert(offsetof(FifoLockSlot, owner) == 16);
 struct alignas(64) FifoFastHold {
   std::atomic<std::uint64_t> word;  // 0  see "The uncontended fast path" above
   std::uint64_t token;              // 8  the fast hold's fencing token
-  std::int64_t since_ns;            // 16 CLOCK_MONOTONIC_COARSE at the grant
+  std::int64_t since_ns;            // 16 steady clock: when a critical section first found hold `seen_token`
   std::int32_t tid;                 // 24 holding thread; 0 once released
   std::uint32_t died;               // 28 died_modes bits the grant consumed
-  std::uint8_t reserved[32];        // 32
+  std::uint64_t seen_token;         // 32 the fast hold since_ns is about (0: none yet)
+  std::uint8_t reserved[24];        // 40
 };
 static_assert(sizeof(FifoFastHold) == 64);
 
@@ -228,9 +236,6 @@ std::int32_t current_tid() noexcept;
 
 // Steady-clock nanoseconds (CLOCK_MONOTONIC: the same clock in every process).
 std::int64_t steady_ns() noexcept;
-// CLOCK_MONOTONIC_COARSE: the same clock at tick resolution (up to a few ms
-// behind), a few ns to read; for times only shown or compared to a slice.
-std::int64_t coarse_ns() noexcept;
 // now - since for a time read from shared memory: 0 when `since` is in the
 // future or damaged (a hostile word must not overflow the subtraction).
 inline std::int64_t age_ns(std::int64_t now, std::int64_t since) noexcept {
@@ -246,7 +251,10 @@ struct FifoSlotView {
   std::string mode;
   std::uint64_t token;   // holders
   std::uint64_t ticket;  // waiters: queue order
-  double seconds;        // held for / waiting for
+  // Held for / waiting for. A fast hold (fifo_lock.hpp) is timed from when a
+  // request first found it held (at_least); nullopt when none has.
+  std::optional<double> seconds;
+  bool at_least = false;
 };
 struct FifoLockView {
   std::uint64_t next_token = 0;
@@ -261,5 +269,9 @@ const char* liveness_text(platform::Liveness l) noexcept;
 boost::json::value liveness_json(platform::Liveness l);
 std::string seconds_text(double seconds);
 double rounded_seconds(double seconds) noexcept;
+// A holder's age for dump: JSON seconds or null; text after "held":
+// "for 1.250s", "for >= 1.250s" (a fast hold) or "(uncontended: not timed)".
+boost::json::value held_for_json(const FifoSlotView& x);
+std::string held_for_text(const FifoSlotView& x);
 
 }  // namespace shmstate::detail

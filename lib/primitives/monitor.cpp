@@ -521,7 +521,7 @@ json::object monitor_state(const Segment& seg, const ObjectInfo& o) {
   } else {
     const auto& x = v.holders.front();
     out["holder"] = json::object{
-        {"pid", x.owner.pid}, {"alive", liveness_json(x.alive)}, {"held_for", rounded_seconds(x.seconds)}};
+        {"pid", x.owner.pid}, {"alive", liveness_json(x.alive)}, {"held_for", detail::held_for_json(x)}};
   }
   out["waiters"] = v.waiting;
   out["woken"] = v.woken;
@@ -536,8 +536,7 @@ std::string monitor_text(const Segment& seg, const ObjectInfo& o, std::size_t wi
     first = "free";
   } else {
     const auto& x = v.holders.front();
-    first = "held by pid " + std::to_string(x.owner.pid) + " (" + liveness_text(x.alive) + ") for " +
-            seconds_text(x.seconds);
+    first = "held by pid " + std::to_string(x.owner.pid) + " (" + liveness_text(x.alive) + ") " + held_for_text(x);
   }
   first += ", " + std::to_string(v.waiting) + " waiting, " + std::to_string(v.woken) + " woken, " +
            std::to_string(v.queued) + " queued to lock; capacity " + std::to_string(v.capacity) + " waiters";

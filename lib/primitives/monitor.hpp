@@ -42,7 +42,9 @@
 
 namespace shmstate::detail {
 
-inline constexpr std::uint32_t kMonitorLayoutVersion = 3;  // 2: its lock has the fast word; 3: its slot words announce sleep
+// 2: its lock has the fast word; 3: its slot words announce sleep; 4: its
+// lock's fast hold has seen_token (kFifoLockLayoutVersion 4).
+inline constexpr std::uint32_t kMonitorLayoutVersion = 4;
 inline constexpr std::uint32_t kMonitorMaxWaiters = kFifoLockMaxSlots - 1;
 
 enum MonitorWaiterState : std::uint32_t { kWaiterFree = 0, kWaiterWaiting = 1, kWaiterWoken = 2 };
