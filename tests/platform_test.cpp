@@ -26,7 +26,12 @@
 #include "platform/futex.hpp"
 #include "platform/process.hpp"
 #include "platform/robust_mutex.hpp"
+#include "platform/spin.hpp"
 #include "support/proc.hpp"
+
+#if SHMSTATE_TEST_HOOKS
+#include <shmstate/testing.hpp>
+#endif
 
 using namespace std::chrono_literals;
 using shmstate::platform::FutexResult;
@@ -339,6 +344,80 @@ TEST_CASE("RobustMutex: a process blocked on it is handed it when the holder (an
   s->mutex.unlock();
   CHECK(holder.exit_code_within(10s) == 0);
 }
+
+#if SHMSTATE_TEST_HOOKS
+namespace {
+Shared* g_spin_shared = nullptr;
+}
+
+// glibc's robust mutexes never spin: a locker that finds one held sleeps in
+// the kernel, and its unlocker pays a FUTEX_WAKE, for critical sections of a
+// few hundred ns. Ours watch the word for a while first. Deterministic: the
+// holder (another process) unlocks while the locker is inside its spin (the
+// point robust_mutex.lock.spinning runs the release there), so a locker that
+// spins takes it without a blocking call; one that does not sleeps (red
+// before the spin: 1 block; the holder then unlocks after 1 s on its own).
+TEST_CASE("RobustMutex: a mutex released while a locker spins is taken without sleeping in the kernel") {
+  if (!shmstate::platform::spinning_helps()) {
+    MESSAGE("this process may run on one CPU only: lockers do not spin there");
+    return;
+  }
+  test::SharedMemory mem;
+  auto* s = mem.as<Shared>();
+  s->mutex.init();
+  g_spin_shared = s;
+  test::Child holder([&] {
+    if (s->mutex.lock("m") != LockResult::Acquired) return 1;
+    s->stage.store(1);
+    auto end = Clock::now() + 1s;
+    while (s->stage.load() != 2 && Clock::now() < end) {
+    }
+    s->mutex.unlock();
+    s->stage.store(3);
+    return 0;
+  });
+  REQUIRE(test::eventually([&] { return s->stage.load() == 1; }));
+  shmstate::testing::at_next_point("robust_mutex.lock.spinning", [] {
+    g_spin_shared->stage.store(2);  // the holder unlocks now
+    while (g_spin_shared->stage.load() != 3) {
+    }
+  });
+  auto blocks = shmstate::testing::robust_mutex_block_count();
+  CHECK(s->mutex.lock("m") == LockResult::Acquired);
+  CHECK(shmstate::testing::robust_mutex_block_count() - blocks == 0);
+  s->mutex.unlock();
+  CHECK(holder.exit_code_within(10s) == 0);
+  // Uncontended: taken at the spin's first look, no blocking call either.
+  blocks = shmstate::testing::robust_mutex_block_count();
+  CHECK(s->mutex.lock("m") == LockResult::Acquired);
+  s->mutex.unlock();
+  CHECK(shmstate::testing::robust_mutex_block_count() - blocks == 0);
+}
+
+// A locker killed while it spins holds nothing: the holder unlocks, the next
+// locker takes the mutex at once and is not told of a death.
+TEST_CASE("RobustMutex: a locker killed while spinning costs the others nothing") {
+  if (!shmstate::platform::spinning_helps()) {
+    MESSAGE("this process may run on one CPU only: lockers do not spin there");
+    return;
+  }
+  test::SharedMemory mem;
+  auto* s = mem.as<Shared>();
+  s->mutex.init();
+  REQUIRE(s->mutex.lock("m") == LockResult::Acquired);
+  test::Child spinner([&] {
+    shmstate::testing::arm_crash_point("robust_mutex.lock.spinning");
+    s->mutex.lock("m");
+    return 1;  // not reached: the crash point exits
+  });
+  CHECK(spinner.exit_code_within(10s) == shmstate::testing::kCrashExitCode);
+  s->mutex.unlock();
+  auto t0 = Clock::now();
+  test::Child next([&] { return s->mutex.lock("m") == LockResult::Acquired ? 0 : 1; });
+  CHECK(next.exit_code_within(10s) == 0);
+  CHECK(Clock::now() - t0 < 5s);
+}
+#endif  // SHMSTATE_TEST_HOOKS
 
 TEST_CASE("RobustMutex: a process blocked on it gets OwnerDied when the holder dies") {
   test::SharedMemory mem;

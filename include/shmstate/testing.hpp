@@ -52,6 +52,11 @@ std::uint64_t dispatcher_visit_count() noexcept;
 // at once; a wait that polls makes one pass per poll (issue 13).
 std::uint64_t wait_pass_count() noexcept;
 
+// How many times this process's robust-mutex lockers (every critical section
+// of atoms, FifoLocks, Monitors, the registry) went to sleep in the kernel
+// (pthread_mutex_clocklock) instead of taking the mutex while spinning.
+std::uint64_t robust_mutex_block_count() noexcept;
+
 // How many FUTEX_WAKEs this process's FifoLock grants have issued (one per
 // granted waiter that had announced it was asleep; issue 8).
 std::uint64_t fifo_lock_wake_count() noexcept;

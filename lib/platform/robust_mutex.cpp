@@ -1,5 +1,6 @@
 #include "platform/robust_mutex.hpp"
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <cstdio>
@@ -12,8 +13,10 @@
 #include <sanitizer/tsan_interface.h>
 #endif
 
+#include "platform/crash_point.hpp"
 #include "platform/process.hpp"
 #include "platform/read_only.hpp"
+#include "platform/spin.hpp"
 #include "platform/system_error.hpp"
 
 namespace shmstate::platform {
@@ -173,16 +176,56 @@ int clocklock(pthread_mutex_t* m, const timespec* ts) {
 }
 }  // namespace
 
+namespace {
+
+// glibc's robust mutexes never spin: a locker that finds the mutex held
+// sleeps in FUTEX_WAIT and its unlocker pays FUTEX_WAKE, microseconds each,
+// for critical sections that last a few hundred ns (FifoLock's queue, an
+// atom's commit). So a locker first watches the word, taking it with
+// trylock when it reads free, for up to kSpin (platform/spin.hpp). Not when
+// glibc marked the mutex not recoverable (__owner): trylock would leave it
+// locked for good (see the header); the blocking lock below reports it.
+constexpr auto kSpin = std::chrono::nanoseconds(2'000);
+#if SHMSTATE_TEST_HOOKS
+std::atomic<std::uint64_t> g_blocks{0};
+#endif
+constexpr int kNotRecoverable = 0x7fffffff;  // glibc's PTHREAD_MUTEX_NOTRECOVERABLE
+
+std::optional<int> spin_lock(pthread_mutex_t& m) noexcept {
+  if (!spinning_helps()) return std::nullopt;
+  int rc = EBUSY;
+  bool taken = spin_until(
+      [&] {
+        if (lock_word(m) != 0) return false;
+        rc = pthread_mutex_trylock(&m);
+        return rc != EBUSY;
+      },
+      kSpin, [&, first = true]() mutable {
+        if (first) SHMSTATE_CRASH_POINT("robust_mutex.lock.spinning");
+        first = false;
+        return __atomic_load_n(&m.__data.__owner, __ATOMIC_RELAXED) != kNotRecoverable;
+      });
+  if (!taken) return std::nullopt;
+  return rc;
+}
+
+}  // namespace
+
 LockResult RobustMutex::lock_until(std::chrono::steady_clock::time_point deadline,
                                    std::string_view what) {
-  for (;;) {
-    check(what);  // before every slice: the type field may be damaged while we wait
+  check(what);
+  if (auto rc = spin_lock(m_)) return interpret(*rc, what, "trylock");
+  for (bool first = true;; first = false) {
+    if (!first) check(what);  // before every slice: the type field may be damaged while we wait
     auto now = std::chrono::steady_clock::now();
     auto slice_end = deadline - now > kSlice ? now + kSlice : deadline;
     // steady_clock is CLOCK_MONOTONIC in libstdc++.
     auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(slice_end.time_since_epoch()).count();
     if (ns < 0) ns = 0;
     timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+#if SHMSTATE_TEST_HOOKS
+    g_blocks.fetch_add(1, std::memory_order_relaxed);
+#endif
     int rc = clocklock(&m_, &ts);
     if (rc != ETIMEDOUT || slice_end >= deadline) return interpret(rc, what, "clocklock");
     // Timed out within the caller's deadline: a live holder is fine (wait on),
@@ -205,3 +248,10 @@ void RobustMutex::mark_consistent() noexcept { pthread_mutex_consistent(&m_); }
 void RobustMutex::unlock() noexcept { pthread_mutex_unlock(&m_); }
 
 }  // namespace shmstate::platform
+
+#if SHMSTATE_TEST_HOOKS
+#include <shmstate/testing.hpp>
+std::uint64_t shmstate::testing::robust_mutex_block_count() noexcept {
+  return shmstate::platform::g_blocks.load(std::memory_order_relaxed);
+}
+#endif

@@ -1,7 +1,6 @@
 #include "primitives/fifo_lock.hpp"
 
 #include <pthread.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,6 +31,7 @@
 #include "primitives/kind.hpp"
 #include "platform/futex.hpp"
 #include "platform/read_only.hpp"
+#include "platform/spin.hpp"
 #include "segment/segment_impl.hpp"
 
 namespace shmstate {
@@ -484,52 +484,26 @@ void wake_all(const FifoLockHandle& h, const std::vector<std::uint32_t>& slots) 
   for (auto i : slots) platform::futex_wake(detail::fifo_slots(h.s)[i].word, 1);
 }
 
-// Spinning. A queued request that is the head of the queue first watches its
-// own word for a few microseconds before it announces that it sleeps: with
-// a short hold (the common case) the grant comes within that time, and the
-// handover costs no FUTEX_WAIT, no FUTEX_WAKE (the granter sees no
-// kWordAsleep) and no trip through the scheduler. Bounded, so a long hold or
-// a preempted holder costs the spinner at most kSpinNs of CPU; only the head
-// spins (a request further back has at least a whole hold to wait for), and
-// never on a single CPU, where spinning would only keep the holder off it.
-// The spinner reads its word and takes no lock: killed mid-spin, it is a
-// queued request like one killed asleep (reclaimed by liveness).
-constexpr std::int64_t kSpinNs = 4'000;
+// Spinning (platform/spin.hpp). A queued request that is the head of the
+// queue first watches its own word for a few microseconds before it
+// announces that it sleeps: with a short hold (the common case) the grant
+// comes within that time, and the handover costs no FUTEX_WAIT, no
+// FUTEX_WAKE (the granter sees no kWordAsleep) and no trip through the
+// scheduler. Only the head spins (a request further back has at least a
+// whole hold to wait for). The spinner reads its word and takes no lock:
+// killed mid-spin, it is a queued request like one killed asleep (reclaimed
+// by liveness).
+constexpr std::chrono::nanoseconds kSpin{4'000};
 
-bool spinning_helps() noexcept {
-  static const bool many = [] {
-    cpu_set_t set;
-    if (::sched_getaffinity(0, sizeof set, &set) != 0) return false;
-    return CPU_COUNT(&set) > 1;
-  }();
-  return many;
-}
-
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield" ::: "memory");
-#endif
-}
-
-// Spins until `word` leaves kWordWaiting, a stop is requested or kSpinNs
-// pass; true if it left.
+// Spins until `word` leaves kWordWaiting, a stop is requested or kSpin
+// passes; true if it left.
 bool spin_for_grant(const std::atomic<std::uint32_t>& word, const std::stop_token* stop) noexcept {
-  std::int64_t end = 0;
-  for (std::uint32_t i = 0;; ++i) {
-    if (word.load(std::memory_order_acquire) != detail::kWordWaiting) return true;
-    if ((i & 63) == 0) {
-      if (end == 0) {
-        SHMSTATE_CRASH_POINT("fifo_lock.wait.spinning");
-        end = detail::steady_ns() + kSpinNs;
-      } else if (detail::steady_ns() >= end) {
-        return false;
-      }
-      if (stop != nullptr && stop->stop_requested()) return false;
-    }
-    cpu_relax();
-  }
+  return platform::spin_until([&] { return word.load(std::memory_order_acquire) != detail::kWordWaiting; }, kSpin,
+                              [&, first = true]() mutable {
+                                if (first) SHMSTATE_CRASH_POINT("fifo_lock.wait.spinning");
+                                first = false;
+                                return stop == nullptr || !stop->stop_requested();
+                              });
 }
 
 }  // namespace
@@ -788,7 +762,7 @@ std::optional<FifoLock::Guard> FifoLock::acquire_impl(std::size_t m, steady_cloc
   // the stop token and every word of `till` at once); a slice without news
   // checks that the holders and the waiters ahead are alive.
   const detail::ConditionNode* till_node = till != nullptr ? till->node().get() : nullptr;
-  if (head && spinning_helps()) spin_for_grant(sl.word, stop);
+  if (head && platform::spinning_helps()) spin_for_grant(sl.word, stop);
   for (;;) {
     std::uint32_t w = sl.word.load(std::memory_order_acquire);
     bool stopped = stop != nullptr && stop->stop_requested();

@@ -1,0 +1,59 @@
+// Bounded spinning before a sleep (FifoLock's queue head, the robust mutex).
+//
+// A wait that is usually short (a critical section of a few hundred ns, a
+// grant on its way) is cheaper watched than slept through: a futex sleep and
+// wake cost microseconds and a trip through the scheduler on both sides. The
+// spin is bounded, so a long hold or a preempted holder costs the spinner at
+// most that bound of CPU, and never runs when this process may only use one
+// CPU, where spinning would only keep the holder off it.
+#pragma once
+
+#include <sched.h>
+
+#include <chrono>
+#include <cstdint>
+
+namespace shmstate::platform {
+
+// True when this process may run on more than one CPU (read once per
+// process: a process whose affinity is narrowed later keeps spinning, at
+// most the bound per wait).
+inline bool spinning_helps() noexcept {
+  static const bool many = [] {
+    cpu_set_t set;
+    if (::sched_getaffinity(0, sizeof set, &set) != 0) return false;
+    return CPU_COUNT(&set) > 1;
+  }();
+  return many;
+}
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+// Calls done() until it returns true (returns true) or `bound` passes
+// (returns false). The clock is read once per 64 calls; on_first_check runs
+// once, at the first of those reads (a crash point, a stop check).
+template <class Done, class OnCheck>
+bool spin_until(Done&& done, std::chrono::nanoseconds bound, OnCheck&& on_check) noexcept {
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point end{};
+  for (std::uint32_t i = 0;; ++i) {
+    if (done()) return true;
+    if ((i & 63) == 0) {
+      if (!on_check()) return false;
+      auto now = Clock::now();
+      if (i == 0)
+        end = now + bound;
+      else if (now >= end)
+        return false;
+    }
+    cpu_relax();
+  }
+}
+
+}  // namespace shmstate::platform
