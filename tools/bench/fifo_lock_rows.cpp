@@ -83,40 +83,69 @@ std::pair<std::shared_ptr<SharedPages>, T*> in_shared_memory() {
   return {page, new (page->get()) T()};
 }
 
-Body fifo_lock_body(shmstate::FifoLock lock) {
-  return [lock](std::uint64_t n) mutable {
+// What a critical section of the "with work" rows does: a read-modify-write
+// of four cache lines of shared data (they move between the processes, as
+// protected data does) and `iters` rounds of arithmetic (about 1 ns each).
+struct alignas(64) Protected {
+  std::uint64_t words[32];
+};
+inline void critical_section(Protected* data, int iters) noexcept {
+  if (data == nullptr) return;
+  std::uint64_t x = data->words[0];
+  for (int i = 0; i < iters; ++i) {
+    x = x * 6364136223846793005u + 1442695040888963407u;
+    asm volatile("" : "+r"(x));
+  }
+  for (int i = 0; i < 32; i += 8) data->words[i] += x;
+}
+
+Body fifo_lock_body(shmstate::FifoLock lock, Protected* data, int iters) {
+  return [lock, data, iters](std::uint64_t n) mutable {
     std::uint64_t acc = 0;
     for (std::uint64_t i = 0; i < n; ++i) {
       auto g = lock.acquire();
+      critical_section(data, iters);
       acc += g.token() & 1u;
     }
     return acc;
   };
 }
 
-Bodies uncontended_bodies(Fixture& f, const std::string& object_name, bool ticket) {
-  auto lock = f.segment.fifo_lock(object_name, shmstate::LockModes::exclusive());
-  Bodies b{fifo_lock_body(lock), {}};
-  if (ticket) {
-    auto [page, t] = in_shared_memory<TicketLock>();
-    b.baseline = [page = page, t = t](std::uint64_t n) {
-      for (std::uint64_t i = 0; i < n; ++i) {
-        t->lock();
-        t->unlock();
-      }
-      return n;
-    };
-  } else {
-    auto [page, m] = in_shared_memory<RobustMutex>();
-    m->init();
-    b.baseline = [page = page, m = m](std::uint64_t n) {
-      for (std::uint64_t i = 0; i < n; ++i) {
-        m->lock();
-        m->unlock();
-      }
-      return n;
-    };
-  }
+template <class Lock>
+Body lock_body(Lock* l, Protected* data, int iters) {
+  return [l, data, iters](std::uint64_t n) {
+    for (std::uint64_t i = 0; i < n; ++i) {
+      l->lock();
+      critical_section(data, iters);
+      l->unlock();
+    }
+    return n;
+  };
+}
+
+enum class Against { Mutex, Ticket };
+// The candidate is FifoLock, or (reference rows) the ticket lock itself.
+enum class Candidate { FifoLock, Ticket };
+
+// `iters` < 0: an empty critical section (no shared data touched).
+Bodies lock_bodies(Fixture& f, const std::string& object_name, Against against, int iters = -1,
+                   Candidate candidate = Candidate::FifoLock) {
+  struct Shared {
+    RobustMutex mutex;
+    TicketLock ticket;
+    Protected data;
+  };
+  auto [page, sh] = in_shared_memory<Shared>();
+  sh->mutex.init();
+  Protected* data = iters < 0 ? nullptr : &sh->data;
+  Bodies b;
+  if (candidate == Candidate::Ticket)
+    b.candidate = lock_body(&sh->ticket, data, iters);
+  else
+    b.candidate = fifo_lock_body(f.segment.fifo_lock(object_name, shmstate::LockModes::exclusive()), data, iters);
+  b.baseline = against == Against::Ticket ? lock_body(&sh->ticket, data, iters) : lock_body(&sh->mutex, data, iters);
+  // The page lives as long as either body.
+  b.candidate = [page = page, body = std::move(b.candidate)](std::uint64_t n) { return body(n); };
   return b;
 }
 
@@ -330,7 +359,7 @@ void fifo_lock_rows(std::vector<Case>& cases) {
       "robust pshared pthread_mutex lock+unlock 1 proc",
       1,
       Target{2.0, std::nullopt},
-      [](Fixture& f) { return uncontended_bodies(f, "bench.fifo.1", false); },
+      [](Fixture& f) { return lock_bodies(f, "bench.fifo.1", Against::Mutex); },
   };
   uncontended.max_ops = 100'000;
   cases.push_back(std::move(uncontended));
@@ -344,14 +373,34 @@ void fifo_lock_rows(std::vector<Case>& cases) {
         "robust pshared pthread_mutex lock+unlock" + p,
         procs,
         Target{2.0, std::nullopt},
-        [procs](Fixture& f) { return uncontended_bodies(f, "bench.fifo.m" + std::to_string(procs), false); },
+        [procs](Fixture& f) { return lock_bodies(f, "bench.fifo.m" + std::to_string(procs), Against::Mutex); },
     });
     cases.push_back(Case{
         "FifoLock exclusive acquire+release contended (vs ticket lock)" + p,
         "FIFO futex ticket lock lock+unlock" + p,
         procs,
         Target{},
-        [procs](Fixture& f) { return uncontended_bodies(f, "bench.fifo.t" + std::to_string(procs), true); },
+        [procs](Fixture& f) { return lock_bodies(f, "bench.fifo.t" + std::to_string(procs), Against::Ticket); },
+    });
+    // Reference (no target): the ticket lock itself against the mutex, the
+    // throughput a strictly FIFO lock with no bookkeeping at all reaches.
+    cases.push_back(Case{
+        "FIFO futex ticket lock (reference, not shmstate) contended" + p,
+        "robust pshared pthread_mutex lock+unlock" + p,
+        procs,
+        Target{},
+        [procs](Fixture& f) {
+          return lock_bodies(f, "bench.fifo.r" + std::to_string(procs), Against::Mutex, -1, Candidate::Ticket);
+        },
+    });
+    // A critical section that does something (four shared cache lines and
+    // ~200 ns of arithmetic): where the lock's handover is not all there is.
+    cases.push_back(Case{
+        "FifoLock exclusive contended, ~200 ns critical section on 4 shared lines" + p,
+        "robust pshared pthread_mutex, the same critical section" + p,
+        procs,
+        Target{},
+        [procs](Fixture& f) { return lock_bodies(f, "bench.fifo.w" + std::to_string(procs), Against::Mutex, 200); },
     });
   }
   // Fairness (target: max/min share <= 1.05) and the longest wait, from one
