@@ -348,7 +348,12 @@ TEST_CASE("RobustMutex: a process blocked on it is handed it when the holder (an
 #if SHMSTATE_TEST_HOOKS
 namespace {
 Shared* g_spin_shared = nullptr;
+
+bool lockers_spin() {
+  if (!shmstate::platform::spinning_helps()) MESSAGE("this process may run on one CPU only: lockers do not spin there");
+  return shmstate::platform::spinning_helps();
 }
+}  // namespace
 
 // glibc's robust mutexes never spin: a locker that finds one held sleeps in
 // the kernel, and its unlocker pays a FUTEX_WAKE, for critical sections of a
@@ -358,10 +363,7 @@ Shared* g_spin_shared = nullptr;
 // spins takes it without a blocking call; one that does not sleeps (red
 // before the spin: 1 block; the holder then unlocks after 1 s on its own).
 TEST_CASE("RobustMutex: a mutex released while a locker spins is taken without sleeping in the kernel") {
-  if (!shmstate::platform::spinning_helps()) {
-    MESSAGE("this process may run on one CPU only: lockers do not spin there");
-    return;
-  }
+  if (!lockers_spin()) return;
   test::SharedMemory mem;
   auto* s = mem.as<Shared>();
   s->mutex.init();
@@ -397,10 +399,7 @@ TEST_CASE("RobustMutex: a mutex released while a locker spins is taken without s
 // A locker killed while it spins holds nothing: the holder unlocks, the next
 // locker takes the mutex at once and is not told of a death.
 TEST_CASE("RobustMutex: a locker killed while spinning costs the others nothing") {
-  if (!shmstate::platform::spinning_helps()) {
-    MESSAGE("this process may run on one CPU only: lockers do not spin there");
-    return;
-  }
+  if (!lockers_spin()) return;
   test::SharedMemory mem;
   auto* s = mem.as<Shared>();
   s->mutex.init();
