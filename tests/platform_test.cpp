@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -343,6 +344,30 @@ TEST_CASE("RobustMutex: a process blocked on it is handed it when the holder (an
   CHECK(s->mutex.lock_until(Clock::now() + 20s, "m") == LockResult::Acquired);
   s->mutex.unlock();
   CHECK(holder.exit_code_within(10s) == 0);
+}
+
+// A worker pinned to one CPU still spins when the machine has more: the
+// process it waits for runs on another one (before, only this process's
+// affinity counted, and pinned workers never spun).
+TEST_CASE("spinning: a process pinned to one CPU spins when the machine has more, and only then") {
+  cpu_set_t all;
+  REQUIRE(::sched_getaffinity(1, sizeof all, &all) == 0);
+  cpu_set_t mine;
+  REQUIRE(::sched_getaffinity(0, sizeof mine, &mine) == 0);
+  int first = -1;
+  for (int cpu = 0; cpu < CPU_SETSIZE && first < 0; ++cpu)
+    if (CPU_ISSET(cpu, &mine)) first = cpu;
+  REQUIRE(first >= 0);
+  bool machine_has_more = CPU_COUNT(&all) > 1;
+  test::Child pinned([&] {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(first, &one);
+    if (::sched_setaffinity(0, sizeof one, &one) != 0) return 2;
+    return shmstate::platform::spinning_helps_now() == machine_has_more ? 0 : 1;
+  });
+  CHECK(pinned.exit_code_within(10s) == 0);
+  if (!machine_has_more) MESSAGE("one CPU: only the no-spin half was checked");
 }
 
 #if SHMSTATE_TEST_HOOKS
