@@ -201,8 +201,8 @@ TEST_CASE("1,000 watched atoms in 3 segments: a wake-up for one changed atom vis
 
 namespace {
 
-// A 200-way | of segment signals (200 one-shot words: the caller's futex_waitv
-// holds 127 of them, a helper thread the rest).
+// A 200-way | of segment signals in one segment (200 one-shot words, more
+// than one futex_waitv takes: the wait sleeps on the segment's watch summary).
 struct ManySignals {
   test::TempSegment name{"watch-many"};
   Segment seg = Segment::create(name.name(), {.size = 1 << 20, .max_objects = 256});
@@ -220,8 +220,8 @@ struct ManySignals {
 
 TEST_CASE("a wait on a 200-way | of segment signals wakes when another process fires one, without polling") {
   int which = 0;
-  SUBCASE("a word the waiter sleeps on itself") { which = 3; }
-  SUBCASE("a word a helper thread sleeps on") { which = 199; }
+  SUBCASE("an early word") { which = 3; }
+  SUBCASE("the last word (once in the part a helper thread slept on)") { which = 199; }
   bool with_till = false;
   SUBCASE("Condition::wait_for") { with_till = false; }
   SUBCASE("Atomic::wait_while_equal(old, till)") { with_till = true; }
@@ -300,6 +300,151 @@ TEST_CASE("a watcher of 300 atoms SIGKILLed while its dispatcher sleeps costs la
   before = shmstate::testing::slow_notify_count();
   for (auto& a : atoms) a.swap(atomtest::increment);
   CHECK(shmstate::testing::slow_notify_count() - before == 0);
+}
+
+namespace {
+
+// An N-way | of segment signals spread over kSegments segments (signal i in
+// segment i % kSegments), plus a local signal nobody fires: a wait wider
+// than one futex_waitv (128 words) that sleeps on the segments' watch
+// summaries (one word each) and the local word.
+struct WideSignals {
+  std::vector<std::unique_ptr<test::TempSegment>> names;
+  std::vector<Segment> segments;
+  std::vector<shmstate::Signal> signals;
+  shmstate::LocalSignal local;
+  Condition any = shmstate::NEVER;
+  explicit WideSignals(int n, int segment_count = kSegments) {
+    for (int s = 0; s < segment_count; ++s) {
+      names.push_back(std::make_unique<test::TempSegment>("wide"));
+      segments.push_back(Segment::create(names.back()->name(), {.size = 2 << 20, .max_objects = 512}));
+    }
+    any = local;
+    for (int i = 0; i < n; ++i) {
+      signals.push_back(segments[i % segment_count].signal("s" + std::to_string(i)));
+      any = any | signals.back();
+    }
+  }
+  shmstate::Signal open(int i) const {
+    return Segment::open(names[i % names.size()]->name()).open_signal("s" + std::to_string(i));
+  }
+};
+
+int random_below(int n) {
+  std::random_device rd;
+  return static_cast<int>(std::uniform_int_distribution<int>(0, n - 1)(rd));
+}
+
+}  // namespace
+
+TEST_CASE("a wait on a 200-way or 1,000-way | over 3 segments sleeps on the segments' watch summaries: another "
+          "process fires a random one, the wait returns promptly, without periodic passes or helper threads") {
+  int width = 200;
+  SUBCASE("200 signals") { width = 200; }
+  SUBCASE("1,000 signals") { width = 1000; }
+  int how = 0;
+  SUBCASE("Condition::wait_for") { how = 0; }
+  SUBCASE("Atomic::wait_while_equal(old, till)") { how = 1; }
+  SUBCASE("Condition::wait(Till)") { how = 2; }
+  WideSignals m(width);
+  auto x = m.segments[0].atomic<std::int64_t>("x", 0);
+  int which = random_below(width);
+  INFO("width " << width << ", fired s" << which);
+  test::SharedMemory mem;
+  auto* t_go = mem.as<std::atomic<std::int64_t>>();
+  test::Child firer([&] {
+    auto sig = m.open(which);
+    std::this_thread::sleep_for(400ms);
+    t_go->store(stamp());
+    sig.go();
+    return 0;
+  });
+  auto passes = shmstate::testing::wait_pass_count();
+  auto rounds = shmstate::testing::futex_helper_round_count();
+  auto t0 = Clock::now();
+  if (how == 0) {
+    CHECK(m.any.wait_for(30s));
+  } else if (how == 1) {
+    CHECK_FALSE(x.wait_while_equal(0, m.any));  // ended by the till, not by x
+  } else {
+    CHECK(m.any.wait(shmstate::Till(30s)));
+  }
+  auto t_back = stamp();
+  auto took = Clock::now() - t0;
+  passes = shmstate::testing::wait_pass_count() - passes;
+  rounds = shmstate::testing::futex_helper_round_count() - rounds;
+  REQUIRE(firer.exit_code_within(30s) == 0);
+  REQUIRE(t_go->load() != 0);
+  CHECK(m.signals[which].is_set());
+  // No helper thread: the wait slept on 3 summaries and the local word.
+  CHECK(rounds == 0);
+  // One pass per wait slice at most, plus the one that ends the wait.
+  auto slices = static_cast<std::uint64_t>(took / shmstate::detail::kWaitSlice);
+  INFO("passes: " << passes << " in " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                  << " ms");
+  CHECK(passes <= slices + 2);
+  INFO("wake latency " << (t_back - t_go->load()) / 1000 << " us");
+  CHECK(Clock::duration(t_back - t_go->load()) < kPrompt);
+}
+
+TEST_CASE("a wait on a 200-way | over 3 segments that nothing fires ends at its timeout, deadline or Till, "
+          "without periodic passes or helper threads") {
+  WideSignals m(200);
+  auto passes = shmstate::testing::wait_pass_count();
+  auto rounds = shmstate::testing::futex_helper_round_count();
+  auto t0 = Clock::now();
+  SUBCASE("wait_for") { CHECK_FALSE(m.any.wait_for(300ms)); }
+  SUBCASE("wait_until") { CHECK_FALSE(m.any.wait_until(Clock::now() + 300ms)); }
+  SUBCASE("wait(Till)") { CHECK_FALSE(m.any.wait(shmstate::Till(300ms))); }
+  auto took = Clock::now() - t0;
+  passes = shmstate::testing::wait_pass_count() - passes;
+  rounds = shmstate::testing::futex_helper_round_count() - rounds;
+  CHECK(took >= 300ms);
+  CHECK(took < 300ms + kPrompt);
+  CHECK(rounds == 0);
+  INFO("passes: " << passes);
+  CHECK(passes <= 300ms / shmstate::detail::kWaitSlice + 2);
+  for (auto& s : m.signals) CHECK_FALSE(s.is_set());
+}
+
+TEST_CASE("a wide waiter SIGKILLed while asleep on the watch summaries costs the go()s of its 200 signals at most "
+          "one slow notify per segment, once, and no wake; later go()s and writes nothing") {
+  constexpr int kWidth = 200;
+  constexpr int kTwo = 2;
+  WideSignals m(kWidth, kTwo);
+  std::vector<shmstate::Atomic<std::int64_t>> counters;
+  for (auto& seg : m.segments) counters.push_back(seg.atomic<std::int64_t>("n", 0));
+  test::Child waiter([&] {
+    Condition any = shmstate::NEVER;
+    for (int i = 0; i < kWidth; ++i) any = any | m.open(i);
+    any.wait();
+    return 0;
+  });
+  // Asleep on both segments' summaries (their sleeper bits set).
+  REQUIRE(test::eventually([&] {
+    for (auto& seg : m.segments)
+      if (seg.impl().header->watch.changes.waiters.load() == 0) return false;
+    return test::asleep_in_futex(waiter.pid());
+  }));
+  std::this_thread::sleep_for(20ms);
+  waiter.kill();
+  waiter.wait();
+  auto slow = shmstate::testing::slow_notify_count();
+  auto wakes = shmstate::testing::signal_wake_count();
+  for (auto& s : m.signals) s.go();
+  // Each summary's sleeper bit the dead waiter left: one slow notify per
+  // segment; the signals' words had no sleeper bit (kWatch instead): no wake.
+  CHECK(shmstate::testing::slow_notify_count() - slow <= kTwo);
+  CHECK(shmstate::testing::signal_wake_count() - wakes == 0);
+  for (auto& seg : m.segments) CHECK(seg.impl().header->watch.changes.waiters.load() == 0);
+  // Nothing lasting.
+  slow = shmstate::testing::slow_notify_count();
+  for (auto& s : m.signals) s.go();
+  for (auto& c : counters)
+    for (int i = 0; i < 100; ++i) c.add_and_get(1);
+  for (auto& seg : m.segments) seg.signal("later").go();
+  CHECK(shmstate::testing::slow_notify_count() - slow == 0);
+  CHECK(shmstate::testing::signal_wake_count() - wakes == 0);
 }
 
 #endif  // SHMSTATE_TEST_HOOKS

@@ -180,7 +180,8 @@ class SHMSTATE_API Atom {
   // The same, ended by a signal or composition (<shmstate/signal.hpp>)
   // instead of a timeout: true once version() > since_version (checked
   // first), false once `till` is set. One sleep on the atom's event count and
-  // every word of `till` at once (helper threads beyond 128 words). Throws Corrupt if a
+  // every word of `till` at once (beyond 128 words, on the watch summaries of
+  // the till's segments instead of its signals' words: <shmstate/signal.hpp>). Throws Corrupt if a
   // segment signal in `till` is damaged.
   bool wait_for_change(std::uint64_t since_version, const Condition& till) const;
 

@@ -206,7 +206,7 @@ class SHMSTATE_API Atomic {
   // `please_stop | Till(5s)`) instead of a timeout: true once the value
   // differs from `old` (checked first), false once `till` is set. One sleep
   // on the event count's word and every word of `till` at once (futex_waitv;
-  // helper threads for words beyond 128). Throws Corrupt if a segment signal in `till` is damaged.
+  // beyond 128 words, on the till's segments' watch summaries: <shmstate/signal.hpp>). Throws Corrupt if a segment signal in `till` is damaged.
   // A waiter killed here leaves what a killed timed waiter leaves: one
   // sleeper bit, cleared (one wake) by the next change.
   bool wait_while_equal(T old, const Condition& till) const;

@@ -103,7 +103,7 @@
 // acquire(mode, till) ends like acquire_until does at its deadline, when the
 // signal or composition `till` is set (`please_stop | Till(5s)`, a segment
 // signal fired by any process). The waiter sleeps on its slot's word and on
-// every word of `till` at once (futex_waitv; helper threads for words beyond 128) and leaves the
+// every word of `till` at once (futex_waitv; beyond 128 words, on the till's segments' watch summaries) and leaves the
 // queue as a timed-out request does: the requests behind it are rescanned at
 // once.
 #pragma once

@@ -15,10 +15,12 @@
 //                 a | NEVER is a, a & DONE is a, a & NEVER is NEVER.
 //
 // Waiting blocks without polling: the wait arms and sleeps on every futex
-// word involved at once (futex_waitv, up to 128 words; beyond that helper
-// threads of this process sleep on the rest, 127 words each) with the nearest Till deadline as the timeout, in bounded
-// slices (100 ms) so that a firer killed between its store and its wake is
-// noticed within a slice.
+// word involved at once (futex_waitv, up to 128 words; beyond that, on one
+// word per segment instead: the segment's watch summary, which the go() of
+// a signal armed so bumps) with the nearest Till deadline as the timeout, in
+// bounded slices (100 ms) so that a firer killed between its store and its
+// wake is noticed within a slice. (Over more than 127 segments, helper
+// threads of this process sleep on the words beyond the first 127.)
 //
 // Memory ordering: go() is a seq_cst read-modify-write on the signal's word;
 // a waiter that returns true (or a then-callback that runs) has read the

@@ -57,6 +57,12 @@ std::uint64_t wait_pass_count() noexcept;
 // (pthread_mutex_clocklock) instead of taking the mutex while spinning.
 std::uint64_t robust_mutex_block_count() noexcept;
 
+// How many waits on more than 128 words this process has handed to
+// futex_wait_any's helper threads (each such sleep is one round: the caller
+// on 127 words, helpers on the rest). A wide wait on signals of a few
+// segments sleeps on their watch summaries instead and makes none (issue 13).
+std::uint64_t futex_helper_round_count() noexcept;
+
 // How many FUTEX_WAKEs this process's FifoLock grants have issued (one per
 // granted waiter that had announced it was asleep; issue 8).
 std::uint64_t fifo_lock_wake_count() noexcept;

@@ -20,10 +20,15 @@
 #define SYS_futex_waitv 449
 #endif
 
+#if SHMSTATE_TEST_HOOKS
+#include <shmstate/testing.hpp>
+#endif
+
 namespace shmstate::platform {
 
 static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+static_assert(kWaitvMax == FUTEX_WAITV_MAX);
 
 namespace {
 // The kernel reads the word through its own address; the const_cast is how
@@ -103,6 +108,10 @@ timespec deadline_after(nanoseconds timeout) noexcept {
 // protocols already clear.
 constexpr unsigned kChunk = FUTEX_WAITV_MAX - 1;
 
+#if SHMSTATE_TEST_HOOKS
+std::atomic<std::uint64_t> g_helper_rounds{0};
+#endif
+
 struct Round {
   std::atomic<std::uint32_t> ended{0};
   std::vector<futex_waitv> entries;  // words [kChunk, count) of the caller's
@@ -165,6 +174,9 @@ Helpers& helpers() {
 
 FutexResult wait_many(const std::atomic<std::uint32_t>* const* words, const std::uint32_t* expected,
                       unsigned count, nanoseconds timeout) noexcept {
+#if SHMSTATE_TEST_HOOKS
+  g_helper_rounds.fetch_add(1, std::memory_order_relaxed);
+#endif
   std::shared_ptr<Round> round;
   std::size_t jobs = 0;
   Helpers& h = helpers();
@@ -235,3 +247,9 @@ int futex_wake(const std::atomic<std::uint32_t>& word, int count) noexcept {
 }
 
 }  // namespace shmstate::platform
+
+#if SHMSTATE_TEST_HOOKS
+std::uint64_t shmstate::testing::futex_helper_round_count() noexcept {
+  return shmstate::platform::g_helper_rounds.load(std::memory_order_relaxed);
+}
+#endif

@@ -25,8 +25,11 @@ enum class FutexResult {
 FutexResult futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t expected,
                        std::chrono::nanoseconds timeout) noexcept;
 
+// The most words one futex_waitv takes (FUTEX_WAITV_MAX).
+inline constexpr unsigned kWaitvMax = 128;
+
 // Sleeps until any of `words[i]` != `expected[i]`, a wake on any of them, or
-// the timeout: one futex_waitv (Linux 5.16+) for up to 128 words. More words
+// the timeout: one futex_waitv (Linux 5.16+) for up to kWaitvMax words. More words
 // are split into parts of 127: the caller sleeps on the first part, helper
 // threads of this process (made on demand, kept for later waits) on the
 // others, each part also on a process-local word that the first part to

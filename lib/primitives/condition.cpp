@@ -66,16 +66,47 @@ void one_shot::wake(std::atomic<std::uint32_t>& word) noexcept {
   platform::futex_wake(word, INT_MAX);
 }
 
-std::uint32_t one_shot::arm(std::atomic<std::uint32_t>& word) noexcept {
+std::uint32_t one_shot::arm(std::atomic<std::uint32_t>& word, std::uint32_t bit) noexcept {
   std::uint32_t v = word.load(std::memory_order_seq_cst);
-  // Read-only mapping: no sleeper bit (a store would be SIGSEGV); the waiter
-  // sleeps while the word is v and sees a go() at the end of its slice.
-  if ((v & kSleeper) == 0 && !platform::is_read_only(&word))
-    v = word.fetch_or(kSleeper, std::memory_order_seq_cst) | kSleeper;
+  // Read-only mapping: no bit (a store would be SIGSEGV); the waiter sleeps
+  // while the word is v and sees a go() at the end of its slice.
+  if ((v & bit) == 0 && !platform::is_read_only(&word))
+    v = word.fetch_or(bit, std::memory_order_seq_cst) | bit;
 #if SHMSTATE_TEST_HOOKS
   run_after_arm_hook();
 #endif
   return v;
+}
+
+// ---- the wait set ----
+
+void WaitSet::add_one_shot(std::atomic<std::uint32_t>& word, EventCount* summary) {
+  if (defer)
+    declared.push_back(OneShot{&word, summary});
+  else
+    add(word, one_shot::arm(word));
+}
+
+void WaitSet::arm_declared(bool wide) {
+  const EventCount* last = nullptr;  // words of one segment tend to come together
+  for (const OneShot& d : declared) {
+    // A read-only mapping cannot be armed (neither the word nor the
+    // summary): its word is slept on directly, and re-checked every slice.
+    if (!wide || d.summary == nullptr || platform::is_read_only(d.word)) {
+      add(*d.word, one_shot::arm(*d.word));
+      continue;
+    }
+    // The segment's summary first (reads its sequence, sets kSleeperBit),
+    // then the word (kWatch), then, in wait_any, the predicate: the order
+    // the argument in event_count.hpp ("Wide waits") needs.
+    if (d.summary != last && std::find(summaries.begin(), summaries.end(), d.summary) == summaries.end()) {
+      add(d.summary->seq, d.summary->arm());
+      summaries.push_back(d.summary);
+    }
+    last = d.summary;
+    one_shot::arm(*d.word, one_shot::kWatch);
+  }
+  declared.clear();
 }
 
 // ---- callbacks ----
@@ -170,7 +201,7 @@ class ConstantNode final : public ConditionNode {
 class LocalNode : public ConditionNode {
  public:
   bool is_set() const override { return (word_.load() & one_shot::kFired) != 0; }
-  void arm(WaitSet& ws) const override { ws.add(word_, one_shot::arm(word_)); }
+  void arm(WaitSet& ws) const override { ws.add_one_shot(word_); }
   Condition::CallbackId then(Condition::Callback cb) override {
     auto id = callbacks_.add(std::move(cb));
     if (is_set()) callbacks_.run_all();
@@ -490,6 +521,7 @@ std::atomic<std::uint64_t> g_wait_passes{0};
 WaitEnd wait_any(const std::function<bool()>& done, const std::function<void(WaitSet&)>& arm_own,
                  const ConditionNode* till, Clock::time_point deadline) {
   WaitSet ws;
+  ws.defer = true;
   for (;;) {
 #if SHMSTATE_TEST_HOOKS
     g_wait_passes.fetch_add(1, std::memory_order_relaxed);
@@ -499,6 +531,9 @@ WaitEnd wait_any(const std::function<bool()>& done, const std::function<void(Wai
     ws.clear();
     if (arm_own) arm_own(ws);
     if (till != nullptr) till->arm(ws);
+    // More words than one futex_waitv takes: a segment's signals are waited
+    // for through its watch summary, no helper thread (WaitSet).
+    ws.arm_declared(ws.size() > platform::kWaitvMax);
     // Re-check after arming: a change after this moves an armed word.
     if (done()) return WaitEnd::Done;
     if (till != nullptr && till->is_set()) return WaitEnd::Till;

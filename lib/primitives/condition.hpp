@@ -20,19 +20,46 @@ using Clock = std::chrono::steady_clock;
 
 // What one wait slice sleeps on: futex words with the values they had when
 // armed, and the nearest deadline of any Till involved.
+//
+// One-shot words (signals) are added with add_one_shot, which arms them at
+// once unless `defer` is set: then they are only declared, and wait_any arms
+// them all (arm_declared) once it knows how many words the wait has. A wait
+// of more than kWaitvMax words is "wide": each declared word of a segment
+// (`summary` given: its segment's watch summary) is armed with
+// one_shot::kWatch and the wait sleeps on the summaries of those segments
+// instead of on the words (one word per segment; the protocol is in
+// event_count.hpp at kWatchBit, "Wide waits"), so no helper thread is needed
+// while the summaries and the other words fit one futex_waitv.
 struct WaitSet {
   std::vector<const std::atomic<std::uint32_t>*> words;
   std::vector<std::uint32_t> expected;
   Clock::time_point deadline = Clock::time_point::max();
+  bool defer = false;  // add_one_shot declares (wait_any) instead of arming
+
+  struct OneShot {
+    std::atomic<std::uint32_t>* word;
+    EventCount* summary;  // its segment's watch summary, or nullptr (a local word)
+  };
+  std::vector<OneShot> declared;
+  std::vector<const EventCount*> summaries;  // armed by this slice's arm_declared
 
   void add(const std::atomic<std::uint32_t>& word, std::uint32_t seen) {
     words.push_back(&word);
     expected.push_back(seen);
   }
+  void add_one_shot(std::atomic<std::uint32_t>& word, EventCount* summary = nullptr);
+  // Arms the declared one-shot words in order (see above): with kSleeper,
+  // each a word to sleep on; or, when `wide`, a segment's words with kWatch
+  // after its summary (kSleeperBit), which is then the word to sleep on.
+  void arm_declared(bool wide);
+  // Words this slice will have once the declared ones are armed one by one.
+  std::size_t size() const noexcept { return words.size() + declared.size(); }
   void add_deadline(Clock::time_point d) { deadline = std::min(deadline, d); }
   void clear() {
     words.clear();
     expected.clear();
+    declared.clear();
+    summaries.clear();
     deadline = Clock::time_point::max();
   }
 };
@@ -44,21 +71,28 @@ struct WaitSet {
 //             the one go() that sees it pays one FUTEX_WAKE, later go()s
 //             find kFired and return after one load). A killed waiter thus
 //             costs at most that one wake, once.
+//   kWatch    (segment signals only) a wide wait sleeps on the segment's
+//             watch summary for this word (WaitSet; event_count.hpp,
+//             kWatchBit, "Wide waits"); set by such waiters, never cleared:
+//             the go() that fires the word bumps the summary
+//             (SegmentImpl::note_watched_change), once, like kSleeper's wake.
 // A waiter arms (sets kSleeper), re-checks kFired, then sleeps while the word
 // equals the armed value; go()'s fetch_or changes the word, so the sleep
 // returns at once or is woken (no lost wake-up).
 namespace one_shot {
 inline constexpr std::uint32_t kFired = 1u << 0;
 inline constexpr std::uint32_t kSleeper = 1u << 1;
-inline constexpr std::uint32_t kValidBits = kFired | kSleeper;
+inline constexpr std::uint32_t kWatch = 1u << 2;
+inline constexpr std::uint32_t kValidBits = kFired | kSleeper | kWatch;
 
 // Sets kFired; returns true for the call that set it (it woke the sleepers).
 bool fire(std::atomic<std::uint32_t>& word) noexcept;
 // The FUTEX_WAKE of the go() that set kFired over kSleeper (counted in
 // testing::signal_wake_count()).
 void wake(std::atomic<std::uint32_t>& word) noexcept;
-// Sets kSleeper if needed; returns the word's value to sleep on.
-std::uint32_t arm(std::atomic<std::uint32_t>& word) noexcept;
+// Sets `bit` (kSleeper or kWatch) if needed; returns the word's value (to
+// sleep on, for kSleeper).
+std::uint32_t arm(std::atomic<std::uint32_t>& word, std::uint32_t bit = kSleeper) noexcept;
 }  // namespace one_shot
 
 // Then-callbacks of one condition in this process: run once, by whoever
@@ -103,7 +137,8 @@ class ConditionNode : public std::enable_shared_from_this<ConditionNode> {
   virtual ~ConditionNode() = default;
   virtual bool is_set() const = 0;
   // Adds what a sleep must wake on for this node to become set (arming each
-  // word first; the caller re-checks is_set() after arming, then sleeps).
+  // word first, or declaring its one-shot words for the WaitSet to arm; the
+  // caller re-checks is_set() after arming, then sleeps).
   virtual void arm(WaitSet& ws) const = 0;
   virtual Condition::CallbackId then(Condition::Callback cb) = 0;
   virtual void remove_then(Condition::CallbackId id) = 0;
@@ -128,6 +163,8 @@ enum class WaitEnd { Done, Till, Timeout };
 // (may be null) is set first, Timeout at `deadline`. Each slice arms the
 // caller's words (arm_own) and the till's, re-checks, and sleeps on all of
 // them at once (futex_waitv) until the nearest deadline, at most kWaitSlice.
+// A wait of more than kWaitvMax words sleeps on the watch summaries of its
+// signals' segments instead (WaitSet, "wide").
 WaitEnd wait_any(const std::function<bool()>& done, const std::function<void(WaitSet&)>& arm_own,
                  const ConditionNode* till, Clock::time_point deadline);
 

@@ -20,9 +20,9 @@
 namespace shmstate {
 namespace detail {
 
-// Shared state of a Signal, layout version 1.
+// Shared state of a Signal, layout version 2.
 //   word        the one-shot word (condition.hpp, one_shot): bits kFired,
-//               kSleeper; any other bit set is Corrupt
+//               kSleeper, kWatch; any other bit set is Corrupt
 //   fired_pid   who fired it (0: not yet recorded, or the firer died first)
 //   fired_at_ns when, in system_clock nanoseconds since the epoch
 // The word is the truth; pid and time are recorded by the go() that set
@@ -34,7 +34,10 @@ struct alignas(64) SignalState {
   std::atomic<std::int32_t> fired_pid;
   std::atomic<std::int64_t> fired_at_ns;
 };
-inline constexpr std::uint32_t kSignalLayoutVersion = 1;
+// Version 2 added kWatch (issue 13): a library of version 1 would take the
+// bit for damage and, worse, fire without telling the watch summary that a
+// wide wait sleeps on, so it refuses these signals by version (LayoutMismatch).
+inline constexpr std::uint32_t kSignalLayoutVersion = 2;
 static_assert(sizeof(SignalState) == 64);
 static_assert(offsetof(SignalState, word) == 8);
 static_assert(std::atomic<std::int64_t>::is_always_lock_free);
@@ -57,7 +60,10 @@ class SignalSource final : public DispatchSource {
 class SegmentSignalNode final : public ConditionNode {
  public:
   SegmentSignalNode(std::shared_ptr<SegmentImpl> seg, SignalState* s, std::string object)
-      : seg_(std::move(seg)), s_(s), object_(std::move(object)) {}
+      : seg_(std::move(seg)),
+        s_(s),
+        offset_(static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(s) - seg_->base)),
+        object_(std::move(object)) {}
 
   std::uint32_t load() const {
     std::uint32_t v = s_->word.load(std::memory_order_seq_cst);
@@ -69,7 +75,7 @@ class SegmentSignalNode final : public ConditionNode {
   bool is_set() const override { return (load() & one_shot::kFired) != 0; }
   void arm(WaitSet& ws) const override {
     load();
-    ws.add(s_->word, one_shot::arm(s_->word));
+    ws.add_one_shot(s_->word, &seg_->header->watch.changes);
   }
   Condition::CallbackId then(Condition::Callback cb) override {
     auto id = callbacks_.add(std::move(cb));
@@ -100,6 +106,10 @@ class SegmentSignalNode final : public ConditionNode {
       s_->fired_at_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count());
       s_->fired_pid.store(platform::current_pid());
       if ((old & one_shot::kSleeper) != 0) one_shot::wake(s_->word);
+      // A wide wait sleeps on the segment's watch summary for this word
+      // (event_count.hpp, kWatchBit, "Wide waits"): the atoms' notifier.
+      if ((old & one_shot::kWatch) != 0) [[unlikely]]
+        seg_->note_watched_change(offset_);
     }
     SHMSTATE_CRASH_POINT("signal.go.before_callbacks");
     callbacks_.run_all_if_any();
@@ -120,6 +130,7 @@ class SegmentSignalNode final : public ConditionNode {
  private:
   std::shared_ptr<SegmentImpl> seg_;
   SignalState* s_;
+  std::uint64_t offset_;  // of *s_ in the segment (its watch bucket)
   std::string object_;
   CallbackList callbacks_;
   std::atomic<bool> watched_{false};

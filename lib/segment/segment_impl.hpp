@@ -120,9 +120,12 @@ struct SegmentImpl {
     return offset >= header->heap_begin && offset <= size && bytes <= size - offset;
   }
 
-  // An atom's notifier found its kWatchBit set (event_count.hpp): bumps the
-  // atom's bucket of the watch summary, then notifies the summary's event
-  // count. `state_offset` is the atom's state offset (bucket: watch_bucket).
+  // A notifier found that someone waits for its object through the watch
+  // summary (event_count.hpp, kWatchBit): an atom's notifier that cleared
+  // kWatchBit, or the go() that fired a signal whose word has
+  // one_shot::kWatch (a wide wait). Bumps the object's bucket of the watch
+  // summary, then notifies the summary's event count. `state_offset` is the
+  // object's state offset (bucket: watch_bucket). The one function both use.
   void note_watched_change(std::uint64_t state_offset) noexcept {
     header->watch.buckets[watch_bucket(state_offset)].fetch_add(1, std::memory_order_seq_cst);
     header->watch.changes.notify_all();

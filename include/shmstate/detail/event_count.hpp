@@ -64,6 +64,44 @@
 // (which clears it), and the summary's sleeper bit one slow notify of the
 // summary, once: the same rule as kSleeperBit.
 //
+// Wide waits (issue 13): a wait on more words than one futex_waitv takes
+// (128: a 200-way | of signals, say; condition.hpp, WaitSet) uses the same
+// summary for the signals among them. A signal's word is a one-shot word,
+// not an event count: its watch bit is one_shot::kWatch, which nobody clears
+// (like kSleeper there: the word stops mattering once fired). Per slice:
+//   for each segment, before the first of its words:
+//     s = summary.seq; arm summary (kSleeperBit)                     [1]
+//   for each word of that segment: set kWatch unless set              [2]
+//   check the whole predicate (done(), the till)                       [3]
+//   futex_waitv on every summary (seq == s) and the words of no
+//   segment (local signals, event counts of the caller, armed as usual)
+// The go() that fires a word (fetch_or kFired, seq_cst) whose old value has
+// kWatch calls the atoms' SegmentImpl::note_watched_change: counter[b]++,
+// then summary.notify_all(). go()'s fast path is unchanged: the fetch_or it
+// always made, and one test of the old value it returns. Why no wake-up is
+// lost, with every step seq_cst: the fetch_or and [2] are read-modify-writes
+// (or [2] a load) of one word. If the fetch_or comes after [2] in that
+// word's order, its old value has kWatch (set at [2] or before, never
+// cleared), so it notifies the summary; that notify's load of
+// summary.waiters comes after [2], hence after [1], so it finds the sleeper
+// bit (or a notifier that cleared the bit after [1] bumps seq after the
+// clearing) and seq moves past s: the futex_waitv returns at once or is
+// woken. If the fetch_or comes before [2], [3] reads the word after it and
+// sees kFired. The wide waiter does not read the bucket counters at all: it
+// re-checks its predicate on every summary wake (cheap: one load per word),
+// so a wake for an atom's change or another signal of the segment costs it
+// one pass, and the counters, which nobody consumes, stay the dispatchers'.
+// (A dispatcher that sees a signal's bump visits that bucket's atoms once
+// for nothing.) A firer killed between the fetch_or and the notify is seen
+// at the end of the slice (kWaitSlice), as with kSleeper. A dead wide
+// waiter leaves kWatch on its words and its sleeper bit on each summary:
+// the go() that fires each word pays one bucket increment and one load of
+// summary.waiters (once per signal: later go()s find kFired), and the
+// first of them per segment one slow notify of the summary, which clears
+// its bit. A read-only mapping cannot be armed: its words are slept on
+// directly. More than 127 segments: futex_wait_any's helper threads sleep
+// on the summaries beyond the first 127 (futex.cpp), correct but slower.
+//
 // Cost: the common case (nobody waits) is one load of `waiters` for the
 // notifier, and no store: keep the event count off the value's cache line
 // where writers are hot (AtomicState gives it a line of its own).
@@ -82,7 +120,7 @@ struct EventCount {
   // A thread or process is (or is about to be) asleep on `seq`.
   static constexpr std::uint32_t kSleeperBit = 1u << 0;
   // A watch dispatcher sleeps on the segment's watch summary for this one
-  // (atoms only; see above).
+  // (atoms; a signal's word has its own, one_shot::kWatch: see above).
   static constexpr std::uint32_t kWatchBit = 1u << 1;
 
   std::atomic<std::uint32_t> seq;
