@@ -30,10 +30,12 @@ using namespace std::chrono_literals;
 // a round trip of two go() -> wait() returns. Every timed call gets fresh
 // signals in a segment of its own and a fresh helper (Bodies::prepare,
 // untimed). Wide (issue 13): both sides wait on a 200-way | instead, the
-// 199 signals nobody fires first and go[i] (ack[i]) last, so the fired word
-// is in the part of the wait that a helper thread sleeps on (futex_wait_any
-// beyond 128 words: two wake-ups). The futex baseline is the harness's
-// FutexRoundTrip, also fresh for every timed call.
+// 199 signals nobody fires first and go[i] (ack[i]) last (the word that,
+// before the wide waits, was in the part of the wait a helper thread slept
+// on: two wake-ups). More than 128 words, so each side sleeps on the
+// segment's watch summary (one word), which the go() of a watched word
+// notifies: one wake-up, then a re-check of the 200 words. The futex
+// baseline is the harness's FutexRoundTrip, also fresh for every timed call.
 enum class Side { Single, Composition, Wide, Futex };
 
 constexpr std::uint64_t kMaxOps = 2000;
