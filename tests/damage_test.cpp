@@ -39,6 +39,7 @@
 #include <shmstate/fifo_lock.hpp>
 #include <shmstate/monitor.hpp>
 #include <shmstate/segment.hpp>
+#include <shmstate/signal.hpp>
 
 #include "primitives/atom_state.hpp"
 #include "primitives/fifo_lock.hpp"
@@ -480,4 +481,18 @@ TEST_CASE("a FifoLock or Monitor of layout version 2 or 3 is refused as LayoutMi
                     err.what());
     }
   }
+}
+
+// A Signal written by a library of layout 1 is refused: that library takes
+// the word's kWatch bit (a wide wait, issue 13) for damage and fires without
+// notifying the segment's watch summary, so a wide waiter would not wake.
+TEST_CASE("a Signal of layout version 1 is refused as LayoutMismatch naming both versions") {
+  test::TempSegment t("damage");
+  Segment seg = Segment::create(t.name(), {.size = 256 * 1024, .mode = 0600, .max_objects = 8});
+  seg.signal("s");
+  poke<std::uint32_t>(t, seg.find("s")->offset + offsetof(d::ObjectHeader, layout_version), 1);
+  Segment other = Segment::open(t.name());
+  auto err = test::error_of([&] { other.open_signal("s"); });
+  CHECK(err.code() == ErrorCode::LayoutMismatch);
+  CHECK_MESSAGE(contains(err.what(), "signal layout version 1, but this library reads version 2"), err.what());
 }
