@@ -8,6 +8,7 @@
 #include <cstring>
 #include <new>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <boost/json.hpp>
@@ -151,6 +152,7 @@ AtomCore::AtomCore(SegmentImpl& segment, AtomState* state, std::string object)
       state_(state),
       owner_(static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(state) - segment.base)),
       object_(std::move(object)),
+      where_(segment.where(object_)),
       owner_pid_(platform::current_pid()) {}
 
 std::uint64_t AtomCore::version() const noexcept {
@@ -441,19 +443,22 @@ void AtomCore::add_watch(std::string key, Atom::WatchFn fn) {
   auto fnp = std::make_shared<Atom::WatchFn>(std::move(fn));
   std::lock_guard<std::mutex> g(watch_mu_);
   adopt_after_fork_locked();
+  auto next = std::make_shared<WatchMap>(*watches_);
+  (*next)[std::move(key)] = std::move(fnp);
   if (has_watches_.load(std::memory_order_relaxed)) {
-    watches_[std::move(key)] = std::move(fnp);
+    watches_ = std::move(next);
     return;
   }
   AtomSnapshot snap = read();  // events start after the value the watch is added at
   delivered_version_ = snap.version;
+  delivered_hint_.store(snap.version, std::memory_order_release);
   delivered_value_ = std::move(snap.value);
-  auto it = watches_.insert_or_assign(std::move(key), std::move(fnp)).first;
+  auto before = std::exchange(watches_, std::move(next));
   has_watches_.store(true, std::memory_order_release);
   try {
     dispatcher_watch(shared_from_this());
   } catch (...) {
-    watches_.erase(it);
+    watches_ = std::move(before);
     has_watches_.store(false, std::memory_order_release);
     throw;
   }
@@ -462,10 +467,12 @@ void AtomCore::add_watch(std::string key, Atom::WatchFn fn) {
 void AtomCore::remove_watch(std::string_view key) {
   std::lock_guard<std::mutex> g(watch_mu_);
   if (owner_pid_ != platform::current_pid()) return;
-  auto it = watches_.find(key);
-  if (it == watches_.end()) return;
-  watches_.erase(it);
-  if (!watches_.empty()) return;
+  if (watches_->find(key) == watches_->end()) return;
+  auto next = std::make_shared<WatchMap>(*watches_);
+  next->erase(next->find(key));
+  bool empty = next->empty();
+  watches_ = std::move(next);
+  if (!empty) return;
   has_watches_.store(false, std::memory_order_release);
   dispatcher_unwatch(this);
 }
@@ -485,7 +492,7 @@ void AtomCore::set_validator(Atom::Validator fn) {
 void AtomCore::adopt_after_fork_locked() {
   if (owner_pid_ == platform::current_pid()) return;
   // A fork()ed child: nothing of the parent's watch state applies here.
-  watches_.clear();
+  watches_ = std::make_shared<const WatchMap>();
   validator_.reset();
   has_validator_.store(false);
   pending_own_.clear();
@@ -511,6 +518,7 @@ void AtomCore::deliver_own(const AtomSnapshot& old, const Atom::Value& nv) {
     }
     queue_.push_back(Event{old.value, nv, old.version, old.version + 1, true});
     delivered_version_ = old.version + 1;
+    delivered_hint_.store(delivered_version_, std::memory_order_release);
     delivered_value_ = nv;
   }
   drain(lock);
@@ -520,6 +528,8 @@ void AtomCore::deliver_own(const AtomSnapshot& old, const Atom::Value& nv) {
 }
 
 void AtomCore::deliver_foreign() {
+  // Nothing new (the other watched atoms of a moved bucket): no lock, no read.
+  if (version() <= delivered_hint_.load(std::memory_order_acquire)) return;
   if (!watching_here()) return;
   AtomSnapshot cur = read();
   std::unique_lock<std::mutex> lock(watch_mu_);
@@ -529,6 +539,7 @@ void AtomCore::deliver_foreign() {
   if (it != pending_own_.end() && *it <= cur.version) return;
   queue_.push_back(Event{delivered_value_, cur.value, delivered_version_, cur.version, false});
   delivered_version_ = cur.version;
+  delivered_hint_.store(cur.version, std::memory_order_release);
   delivered_value_ = cur.value;
   drain(lock);
 }
@@ -539,10 +550,10 @@ void AtomCore::drain(std::unique_lock<std::mutex>& lock) {
   while (!queue_.empty()) {
     Event e = std::move(queue_.front());
     queue_.pop_front();
-    auto watches = watches_;
+    std::shared_ptr<const WatchMap> watches = watches_;
     lock.unlock();
     Atom atom(shared_from_this());
-    for (auto& [key, fn] : watches) {
+    for (auto& [key, fn] : *watches) {
       try {
         (*fn)(WatchEvent{key, atom, *e.old_value, *e.new_value, e.old_version, e.new_version, e.own});
       } catch (...) {

@@ -57,7 +57,9 @@ class AtomCore : public std::enable_shared_from_this<AtomCore> {
   void set_validator(Atom::Validator fn);
 
   // Dispatcher side: delivers other processes' changes up to the current
-  // version, if no own change is pending in between.
+  // version, if no own change is pending in between. When nothing is new
+  // (the version is one this process delivered already: the common case for
+  // the other atoms of a moved bucket) it costs two loads, no lock.
   void deliver_foreign();
   EventCount& changes() noexcept { return state_->changes; }
   SegmentImpl& segment() const noexcept { return segment_; }
@@ -78,7 +80,8 @@ class AtomCore : public std::enable_shared_from_this<AtomCore> {
     bool own;
   };
 
-  std::string where() const { return segment_.where(object_); }
+  // "segment 'S', object 'O'", made once (every write locks with it).
+  const std::string& where() const noexcept { return where_; }
   void validate(const boost::json::value& v) const;
   // Holding the writer lock: writes `bytes` into the inactive buffer and
   // publishes version+1. Returns the new version. Throws SegmentFull, and
@@ -109,6 +112,7 @@ class AtomCore : public std::enable_shared_from_this<AtomCore> {
   AtomState* state_;
   std::uint64_t owner_;  // the state's offset: what its blocks' headers name
   std::string object_;
+  std::string where_;
 
   mutable std::mutex cache_mu_;
   // cache_value_ is version cache_word_'s value when cache_valid_. A flag, not
@@ -119,12 +123,18 @@ class AtomCore : public std::enable_shared_from_this<AtomCore> {
 
   // Watch state; all guarded by watch_mu_.
   mutable std::mutex watch_mu_;
-  std::map<std::string, std::shared_ptr<Atom::WatchFn>, std::less<>> watches_;
+  // Replaced, never changed in place: a delivery takes the current map by
+  // one shared_ptr copy and runs it without the lock.
+  using WatchMap = std::map<std::string, std::shared_ptr<Atom::WatchFn>, std::less<>>;
+  std::shared_ptr<const WatchMap> watches_ = std::make_shared<const WatchMap>();
   std::shared_ptr<Atom::Validator> validator_;
   std::atomic<bool> has_validator_{false};
   std::atomic<bool> has_watches_{false};
   pid_t owner_pid_;
   std::uint64_t delivered_version_ = 0;
+  // delivered_version_, readable without the lock (deliver_foreign's skip);
+  // stored after it, so at most behind it.
+  std::atomic<std::uint64_t> delivered_hint_{0};
   Atom::Value delivered_value_;
   std::set<std::uint64_t> pending_own_;
   std::deque<Event> queue_;
