@@ -527,21 +527,22 @@ void AtomCore::deliver_own(const AtomSnapshot& old, const Atom::Value& nv) {
   if (behind) dispatcher_poke();  // the dispatcher may have skipped them for us
 }
 
-void AtomCore::deliver_foreign() {
+bool AtomCore::deliver_foreign() {
   // Nothing new (the other watched atoms of a moved bucket): no lock, no read.
-  if (version() <= delivered_hint_.load(std::memory_order_acquire)) return;
-  if (!watching_here()) return;
+  if (version() <= delivered_hint_.load(std::memory_order_acquire)) return false;
+  if (!watching_here()) return false;
   AtomSnapshot cur = read();
   std::unique_lock<std::mutex> lock(watch_mu_);
-  if (cur.version <= delivered_version_) return;
+  if (cur.version <= delivered_version_) return true;
   // An own change in the range is delivered by its writer first, who pokes us.
   auto it = pending_own_.upper_bound(delivered_version_);
-  if (it != pending_own_.end() && *it <= cur.version) return;
+  if (it != pending_own_.end() && *it <= cur.version) return true;
   queue_.push_back(Event{delivered_value_, cur.value, delivered_version_, cur.version, false});
   delivered_version_ = cur.version;
   delivered_hint_.store(cur.version, std::memory_order_release);
   delivered_value_ = cur.value;
   drain(lock);
+  return true;
 }
 
 void AtomCore::drain(std::unique_lock<std::mutex>& lock) {

@@ -59,8 +59,9 @@ class AtomCore : public std::enable_shared_from_this<AtomCore> {
   // Dispatcher side: delivers other processes' changes up to the current
   // version, if no own change is pending in between. When nothing is new
   // (the version is one this process delivered already: the common case for
-  // the other atoms of a moved bucket) it costs two loads, no lock.
-  void deliver_foreign();
+  // the other atoms of a moved bucket) it costs two loads, no lock, and
+  // returns false; true when it went on to read the value.
+  bool deliver_foreign();
   EventCount& changes() noexcept { return state_->changes; }
   SegmentImpl& segment() const noexcept { return segment_; }
   std::uint64_t state_offset() const noexcept { return owner_; }

@@ -41,6 +41,7 @@ constexpr std::chrono::seconds kQuietSlice{1};
 #if SHMSTATE_TEST_HOOKS
 std::atomic<std::uint64_t> g_dispatcher_passes{0};
 std::atomic<std::uint64_t> g_dispatcher_visits{0};
+std::atomic<std::uint64_t> g_dispatcher_reads{0};
 #endif
 
 struct Dispatcher {
@@ -91,7 +92,10 @@ void visit(AtomCore* c) noexcept {
   // the bucket (event_count.hpp, kWatchBit).
   c->changes().arm(EventCount::kWatchBit);
   try {
-    c->deliver_foreign();
+    [[maybe_unused]] bool read = c->deliver_foreign();
+#if SHMSTATE_TEST_HOOKS
+    if (read) g_dispatcher_reads.fetch_add(1, std::memory_order_relaxed);
+#endif
   } catch (...) {
     // A damaged atom must not stop deliveries for the others.
   }
@@ -258,5 +262,8 @@ std::uint64_t shmstate::testing::dispatcher_pass_count() noexcept {
 }
 std::uint64_t shmstate::testing::dispatcher_visit_count() noexcept {
   return shmstate::detail::g_dispatcher_visits.load(std::memory_order_relaxed);
+}
+std::uint64_t shmstate::testing::dispatcher_read_count() noexcept {
+  return shmstate::detail::g_dispatcher_reads.load(std::memory_order_relaxed);
 }
 #endif
