@@ -529,7 +529,9 @@ void AtomCore::deliver_own(const AtomSnapshot& old, const Atom::Value& nv) {
 
 bool AtomCore::deliver_foreign() {
   // Nothing new (the other watched atoms of a moved bucket): no lock, no read.
-  if (version() <= delivered_hint_.load(std::memory_order_acquire)) return false;
+  // seq_cst: this is the check after the arm of event_count.hpp's [3].
+  if (atom_version(state_->current.load(std::memory_order_seq_cst)) <= delivered_hint_.load(std::memory_order_acquire))
+    return false;
   if (!watching_here()) return false;
   AtomSnapshot cur = read();
   std::unique_lock<std::mutex> lock(watch_mu_);

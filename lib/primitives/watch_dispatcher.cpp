@@ -3,9 +3,12 @@
 // word per segment, whatever the number of watched atoms: layout.hpp,
 // WatchSummary; the protocol is in event_count.hpp, at kWatchBit) plus a
 // process-local "epoch" word that is bumped when the watched set changes or
-// a writer asks for a re-check. A wake-up visits only the watched atoms of
-// the buckets whose counters moved (O(buckets + changed), not O(watched)),
-// re-arming each (kWatchBit) before checking it.
+// a writer asks for a re-check. A wake-up reads the counters of the buckets
+// that hold an atom it watches and visits only the watched atoms of those
+// whose counters moved (O(buckets + changed), not O(watched)), re-arming
+// each (kWatchBit) before checking it. The check of an unchanged atom is
+// two loads (its published version against the one delivered last): no
+// lock, no read, no JSON; only changed atoms are read and delivered.
 //
 // A full pass (every watched atom armed and checked) runs when the watched
 // set changed, on a poke, and at least once per kQuietSlice: that bounds how

@@ -39,9 +39,14 @@
 // (one word per segment) and, per pass:
 //   s = summary.seq; arm summary (kSleeperBit)              [1]
 //   for each bucket b whose counter moved since its last look (all of them
-//   in a full pass): copy counter[b];                        [2]
+//   in a full pass; only buckets holding an atom it watches): copy counter[b];  [2]
 //     for each watched atom of b: arm(kWatchBit); check its version   [3]
 //   FUTEX_WAIT(summary.seq, s)
+// The check of [3] is one seq_cst load of the atom's published word,
+// compared with the last version this process delivered (a process-local
+// number, at most behind the truth): an unchanged atom costs that load and
+// arm()'s loads, no lock and no read of its value; only a moved one is read
+// and delivered.
 // The atom's notifier, after publishing, takes the slow path only when a bit
 // is set (the no-waiter fast path stays one load): bits = waiters.exchange(0);
 // if (bits & kWatchBit) { counter[b]++; summary.notify_all() }. Why no change
