@@ -28,8 +28,10 @@ namespace platform = shmstate::platform;
 // change -> watch latency with `watched` atoms watched by each side. This
 // process watches "pong" and a helper process watches "ping", each beside
 // watched - 1 atoms that nobody changes (the same ones on both sides), added
-// first, so the changed atom is the last word of the dispatcher's wait (with
-// 1,000 atoms: in the part a helper thread sleeps on, two wake-ups). An op is
+// first. Each dispatcher sleeps on the segment's watch summary (one word);
+// a change wakes it once, and it visits the watched atoms of the changed
+// atom's bucket (with 1,000 atoms about 16, the changed one last: the others
+// cost two loads each, only the changed one is read). An op is
 // a round trip of two changes, each seen by the other process's watch, like
 // the raw futex round trip it is compared with: the body resets ping; the
 // helper's watch on ping resets pong; this process's watch on pong resets
