@@ -497,3 +497,22 @@ TEST_CASE("crash points inside acquire, release and reclaim: survivors go on") {
   }
 }
 #endif  // SHMSTATE_TEST_HOOKS
+
+// A caller that only tries, long after a fast holder died: the first try
+// starts the hold's clock (the fast path keeps none), a try a slice later
+// reclaims it and is told (fifo_lock.hpp, "Death").
+TEST_CASE("try_acquire after a fast holder died: a try a slice after the first reclaims it") {
+  Fixture f(LockModes::exclusive());
+  test::Child holder([&] {
+    auto g = Segment::open(f.t.name()).open_fifo_lock("l").acquire();  // idle: the fast path
+    ::_exit(0);                                                        // dies holding it
+    return 0;
+  });
+  REQUIRE(holder.exit_code_within(10s) == 0);
+  auto l = f.seg.open_fifo_lock("l");
+  auto first = l.try_acquire();  // may be Busy: the hold's age starts now
+  std::this_thread::sleep_for(150ms);
+  auto g = first ? std::move(first) : l.try_acquire();
+  REQUIRE(g.has_value());
+  CHECK(g->previous_holder_died());
+}

@@ -421,6 +421,38 @@ TEST_CASE("RobustMutex: a mutex released while a locker spins is taken without s
   CHECK(shmstate::testing::robust_mutex_block_count() - blocks == 0);
 }
 
+// A mutex glibc marked not recoverable (a holder died and the next unlocked
+// without making it consistent): every locker is told Corrupt, promptly, and
+// none is left waiting. glibc 2.36's trylock there returns ENOTRECOVERABLE
+// but leaves the word holding the caller's tid, so a spin that took the
+// mutex with trylock (as 0314007 did) made the next lockers wait for good
+// (found by review: the other process timed out instead).
+TEST_CASE("RobustMutex: not recoverable: every locker gets Corrupt, none hangs, the word stays free") {
+  test::SharedMemory mem;
+  auto* s = mem.as<Shared>();
+  s->mutex.init();
+  test::Child dier([&] { return s->mutex.lock("m") == LockResult::Acquired ? 0 : 1; });  // exits holding it
+  REQUIRE(dier.exit_code_within(10s) == 0);
+  REQUIRE(s->mutex.lock_until(Clock::now() + 5s, "m") == LockResult::OwnerDied);
+  s->mutex.unlock();  // without mark_consistent: now not recoverable
+  auto* raw = reinterpret_cast<pthread_mutex_t*>(&s->mutex);
+  auto corrupt = [&] {
+    try {
+      s->mutex.lock_until(Clock::now() + 2s, "m");
+      return 1;
+    } catch (const shmstate::Error& e) {
+      return e.code() == shmstate::ErrorCode::Corrupt ? 0 : 2;
+    }
+  };
+  CHECK(corrupt() == 0);
+  CHECK(__atomic_load_n(&raw->__data.__lock, __ATOMIC_ACQUIRE) == 0);
+  auto t0 = Clock::now();
+  test::Child other([&] { return corrupt(); });
+  CHECK(other.exit_code_within(10s) == 0);
+  CHECK(Clock::now() - t0 < 1s);
+  CHECK(corrupt() == 0);  // this thread again
+}
+
 // A locker killed while it spins holds nothing: the holder unlocks, the next
 // locker takes the mutex at once and is not told of a death.
 TEST_CASE("RobustMutex: a locker killed while spinning costs the others nothing") {

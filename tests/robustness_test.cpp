@@ -3,10 +3,12 @@
 #include <doctest/doctest.h>
 
 #include <dirent.h>
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstddef>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -27,6 +29,7 @@
 #endif
 
 #include "platform/process.hpp"
+#include "primitives/atom_state.hpp"
 #include "segment/layout.hpp"
 #include "segment/segment_impl.hpp"
 #include "support/proc.hpp"
@@ -607,4 +610,44 @@ TEST_CASE("a child forked while another thread opens segments can open segments"
   CHECK(hung == 0);
   CHECK(failed == 0);
 #endif
+}
+
+// Hostile bytes: the atom writer mutex's __owner says "not recoverable"
+// (glibc's INT_MAX - 1) while its word is free. Every writer, in this process
+// and another, gets Corrupt promptly; none hangs (found by review against a
+// spin that took the mutex with trylock).
+TEST_CASE("a writer mutex marked not recoverable: every write is Corrupt, none hangs") {
+  test::TempSegment t("notrec");
+  Segment seg = Segment::create(t.name(), {.size = 256 * 1024});
+  seg.atom("a", boost::json::value(1));
+  auto* state = reinterpret_cast<std::byte*>(seg.impl().base + seg.find("a")->offset);
+  auto* m = reinterpret_cast<pthread_mutex_t*>(state + offsetof(shmstate::detail::AtomState, writer));
+  m->__data.__owner = 0x7ffffffe;
+  test::SharedMemory mem;
+  auto* stage = mem.as<std::atomic<int>>();
+  auto write = [&]() -> int {
+    try {
+      Segment s = Segment::open(t.name());
+      s.open_atom("a").reset(boost::json::value(2));
+    } catch (const shmstate::Error& e) {
+      return e.code() == shmstate::ErrorCode::Corrupt ? 10 : 20;
+    }
+    return 0;
+  };
+  test::Child first([&] {
+    ::alarm(8);
+    int a = write();
+    stage->store(1);
+    std::this_thread::sleep_for(2s);  // alive while the other writes
+    int b = write();                   // this thread again
+    return a == 10 && b == 10 ? 10 : 30 + a / 10 * 3 + b / 10;
+  });
+  REQUIRE(test::eventually([&] { return stage->load() == 1; }, 5s));
+  CHECK(__atomic_load_n(&m->__data.__lock, __ATOMIC_ACQUIRE) == 0);
+  test::Child second([&] {
+    ::alarm(2);
+    return write();
+  });
+  CHECK(second.exit_code_within(20s) == 10);
+  CHECK(first.exit_code_within(20s) == 10);
 }

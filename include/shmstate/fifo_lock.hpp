@@ -77,7 +77,10 @@
 // which a robust mutex guards) loses its holds and queue slots: the other
 // processes reclaim them themselves, within about one wait slice (100 ms, and
 // well under 1 s) while anyone waits, and at the next request that has to
-// queue behind a hold older than a slice. The queue then moves on, and the
+// queue behind a hold older than a slice. (A hold taken while the lock was
+// idle keeps no clock: its age counts from the first request that found it
+// held, so a caller that only tries sees such a dead hold go at a try made a
+// slice after its first.) The queue then moves on, and the
 // next grant of a mode that conflicts with a dead holder's mode says
 // Guard::previous_holder_died() (like EOWNERDEAD for a mutex: the protected
 // data may need repair). There is no daemon.

@@ -58,8 +58,9 @@ std::uint64_t dispatcher_read_count() noexcept;
 std::uint64_t wait_pass_count() noexcept;
 
 // How many times this process's robust-mutex lockers (every critical section
-// of atoms, FifoLocks, Monitors, the registry) went to sleep in the kernel
-// (pthread_mutex_clocklock) instead of taking the mutex while spinning.
+// of atoms, FifoLocks, Monitors, the registry) called the blocking lock
+// without having seen the mutex free in their spin (so most likely slept in
+// the kernel), counting each further 100 ms slice too.
 std::uint64_t robust_mutex_block_count() noexcept;
 
 // How many waits on more than 128 words this process has handed to

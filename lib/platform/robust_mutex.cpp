@@ -181,32 +181,26 @@ namespace {
 // glibc's robust mutexes never spin: a locker that finds the mutex held
 // sleeps in FUTEX_WAIT and its unlocker pays FUTEX_WAKE, microseconds each,
 // for critical sections that last a few hundred ns (FifoLock's queue, an
-// atom's commit). So a locker first watches the word, taking it with
-// trylock when it reads free, for up to kSpin (platform/spin.hpp). Not when
-// glibc marked the mutex not recoverable (__owner): trylock would leave it
-// locked for good (see the header); the blocking lock below reports it.
+// atom's commit). So a locker first watches the word for up to kSpin
+// (platform/spin.hpp) and, once it reads free, goes on to the lock below,
+// whose first step is a compare-and-swap in user space: no system call when
+// the mutex is still free. Not trylock: on a mutex glibc marked not
+// recoverable, glibc 2.36's trylock returns ENOTRECOVERABLE and leaves the
+// word holding the caller's tid, so every later locker would wait forever;
+// the lock below unlocks before it reports that (Corrupt).
 constexpr auto kSpin = std::chrono::nanoseconds(2'000);
 #if SHMSTATE_TEST_HOOKS
 std::atomic<std::uint64_t> g_blocks{0};
 #endif
-constexpr int kNotRecoverable = 0x7fffffff;  // glibc's PTHREAD_MUTEX_NOTRECOVERABLE
 
-std::optional<int> spin_lock(pthread_mutex_t& m) noexcept {
-  if (!spinning_helps()) return std::nullopt;
-  int rc = EBUSY;
-  bool taken = spin_until(
-      [&] {
-        if (lock_word(m) != 0) return false;
-        rc = pthread_mutex_trylock(&m);
-        return rc != EBUSY;
-      },
-      kSpin, [&, first = true]() mutable {
-        if (first) SHMSTATE_CRASH_POINT("robust_mutex.lock.spinning");
-        first = false;
-        return __atomic_load_n(&m.__data.__owner, __ATOMIC_RELAXED) != kNotRecoverable;
-      });
-  if (!taken) return std::nullopt;
-  return rc;
+// True when the word read free within the spin.
+bool spin_until_free(const pthread_mutex_t& m) noexcept {
+  if (!spinning_helps()) return false;
+  return spin_until([&] { return lock_word(m) == 0; }, kSpin, [first = true]() mutable {
+    if (first) SHMSTATE_CRASH_POINT("robust_mutex.lock.spinning");
+    first = false;
+    return true;
+  });
 }
 
 }  // namespace
@@ -214,7 +208,7 @@ std::optional<int> spin_lock(pthread_mutex_t& m) noexcept {
 LockResult RobustMutex::lock_until(std::chrono::steady_clock::time_point deadline,
                                    std::string_view what) {
   check(what);
-  if (auto rc = spin_lock(m_)) return interpret(*rc, what, "trylock");
+  const bool free = spin_until_free(m_);
   for (bool first = true;; first = false) {
     if (!first) check(what);  // before every slice: the type field may be damaged while we wait
     auto now = std::chrono::steady_clock::now();
@@ -224,7 +218,7 @@ LockResult RobustMutex::lock_until(std::chrono::steady_clock::time_point deadlin
     if (ns < 0) ns = 0;
     timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
 #if SHMSTATE_TEST_HOOKS
-    g_blocks.fetch_add(1, std::memory_order_relaxed);
+    if (!(first && free)) g_blocks.fetch_add(1, std::memory_order_relaxed);
 #endif
     int rc = clocklock(&m_, &ts);
     if (rc != ETIMEDOUT || slice_end >= deadline) return interpret(rc, what, "clocklock");
