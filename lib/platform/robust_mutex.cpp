@@ -208,7 +208,7 @@ bool spin_until_free(const pthread_mutex_t& m) noexcept {
 LockResult RobustMutex::lock_until(std::chrono::steady_clock::time_point deadline,
                                    std::string_view what) {
   check(what);
-  const bool free = spin_until_free(m_);
+  [[maybe_unused]] const bool free = spin_until_free(m_);  // only counted (test hooks)
   for (bool first = true;; first = false) {
     if (!first) check(what);  // before every slice: the type field may be damaged while we wait
     auto now = std::chrono::steady_clock::now();
