@@ -168,17 +168,13 @@ TEST_CASE("1,000 watched atoms in 3 segments: another process's random changes a
   }
 }
 
-TEST_CASE("1,000 watched atoms in 3 segments: a wake-up for one changed atom visits that atom's bucket, not every "
-          "watched atom") {
-  ManyAtoms m;
-  auto chains = watch_all(m);
-  std::this_thread::sleep_for(50ms);  // the adds' passes are over: asleep
-  constexpr int kChanges = 20;
-  auto visits = shmstate::testing::dispatcher_visit_count();
+// Another process changes `changes` random atoms of m, one wake-up each;
+// returns once every watch has delivered every change, each in order.
+void change_random(ManyAtoms& m, std::vector<std::unique_ptr<Chain>>& chains, int changes, unsigned seed) {
   test::Child writer([&] {
     std::vector<Atom> atoms = m.open_all();
-    std::mt19937 rng(7);
-    for (int k = 0; k < kChanges; ++k) {
+    std::mt19937 rng(seed);
+    for (int k = 0; k < changes; ++k) {
       atoms[rng() % kAtoms].swap(atomtest::increment);
       std::this_thread::sleep_for(5ms);  // one wake-up each
     }
@@ -191,6 +187,16 @@ TEST_CASE("1,000 watched atoms in 3 segments: a wake-up for one changed atom vis
     return true;
   }));
   for (int i = 0; i < kAtoms; ++i) CHECK(chains[i]->problem == "");
+}
+
+TEST_CASE("1,000 watched atoms in 3 segments: a wake-up for one changed atom visits that atom's bucket, not every "
+          "watched atom") {
+  ManyAtoms m;
+  auto chains = watch_all(m);
+  std::this_thread::sleep_for(50ms);  // the adds' passes are over: asleep
+  constexpr int kChanges = 20;
+  auto visits = shmstate::testing::dispatcher_visit_count();
+  change_random(m, chains, kChanges, 7);
   visits = shmstate::testing::dispatcher_visit_count() - visits;
   // A bucket holds about 1,000 / (3 * 64) atoms; allow a few passes per
   // change and one periodic full re-check (kQuietSlice). Visiting every
@@ -207,22 +213,7 @@ TEST_CASE("1,000 watched atoms in 3 segments: only the changed atoms are read; t
   constexpr int kChanges = 20;
   auto visits = shmstate::testing::dispatcher_visit_count();
   auto reads = shmstate::testing::dispatcher_read_count();
-  test::Child writer([&] {
-    std::vector<Atom> atoms = m.open_all();
-    std::mt19937 rng(11);
-    for (int k = 0; k < kChanges; ++k) {
-      atoms[rng() % kAtoms].swap(atomtest::increment);
-      std::this_thread::sleep_for(5ms);  // one wake-up each
-    }
-    return 0;
-  });
-  REQUIRE(writer.exit_code_within(60s) == 0);
-  REQUIRE(test::eventually([&] {
-    for (int i = 0; i < kAtoms; ++i)
-      if (chains[i]->delivered() != m.atoms[i].version()) return false;
-    return true;
-  }));
-  for (int i = 0; i < kAtoms; ++i) CHECK(chains[i]->problem == "");
+  change_random(m, chains, kChanges, 11);
   visits = shmstate::testing::dispatcher_visit_count() - visits;
   reads = shmstate::testing::dispatcher_read_count() - reads;
   INFO("visits: " << visits << ", reads: " << reads);
