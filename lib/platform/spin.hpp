@@ -4,8 +4,9 @@
 // grant on its way) is cheaper watched than slept through: a futex sleep and
 // wake cost microseconds and a trip through the scheduler on both sides. The
 // spin is bounded, so a long hold or a preempted holder costs the spinner at
-// most that bound of CPU, and never runs when this process may only use one
-// CPU, where spinning would only keep the holder off it.
+// most that bound of CPU, and it does not run when no other CPU can run the
+// process waited for (spinning_helps), where it would only keep that process
+// off the one CPU.
 #pragma once
 
 #include <sched.h>
@@ -21,10 +22,11 @@ namespace shmstate::platform {
 // the machine, as its init process (pid 1: the container's, in a PID
 // namespace) sees it, has more. A container or cpuset of one CPU has one
 // CPU for pid 1 too, and nothing spins there. (Asking only this process's
-// affinity made pinned workers never spin: every contended FifoLock handover
-// between two pinned processes slept in the kernel, 14-30 us instead of
-// under 1 us.) Read once per process: a process whose affinity changes later
-// keeps its first answer, which costs at most the bound per wait.
+// affinity made pinned workers never spin: every contended handover between
+// two pinned processes went through FUTEX_WAIT and FUTEX_WAKE.) Without a PID
+// namespace a cpuset of one CPU still spins (pid 1 sees all CPUs): at most
+// the bound per wait. Read once per process: a process whose affinity
+// changes later keeps its first answer, at the same cost.
 inline bool spinning_helps_now() noexcept {
   cpu_set_t set;
   if (::sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 1) return true;
@@ -43,9 +45,10 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-// Calls done() until it returns true (returns true) or `bound` passes
-// (returns false). The clock is read once per 64 calls; on_first_check runs
-// once, at the first of those reads (a crash point, a stop check).
+// Calls done() until it returns true (returns true), `bound` passes or
+// on_check() returns false (returns false). on_check and a clock read run
+// after the first call of done() and then once per 64 (a crash point, a stop
+// check).
 template <class Done, class OnCheck>
 bool spin_until(Done&& done, std::chrono::nanoseconds bound, OnCheck&& on_check) noexcept {
   using Clock = std::chrono::steady_clock;
