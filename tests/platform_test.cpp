@@ -410,8 +410,12 @@ TEST_CASE("RobustMutex: a mutex released while a locker spins is taken without s
     }
   });
   auto blocks = shmstate::testing::robust_mutex_block_count();
+  auto stat_reads = shmstate::testing::proc_stat_read_count();
   CHECK(s->mutex.lock("m") == LockResult::Acquired);
   CHECK(shmstate::testing::robust_mutex_block_count() - blocks == 0);
+  // Nor a read of /proc for the holder (whether it exists matters only to a
+  // lock that may sleep; red when check() ran in full before the spin: 1).
+  CHECK(shmstate::testing::proc_stat_read_count() - stat_reads == 0);
   s->mutex.unlock();
   CHECK(holder.exit_code_within(10s) == 0);
   // Uncontended: taken at the spin's first look, no blocking call either.

@@ -69,6 +69,9 @@ std::uint64_t robust_mutex_block_count() noexcept;
 // segments sleeps on their watch summaries instead and makes none (issue 13).
 std::uint64_t futex_helper_round_count() noexcept;
 
+// How many /proc/<pid>/stat reads (liveness checks) this process has made.
+std::uint64_t proc_stat_read_count() noexcept;
+
 // How many FUTEX_WAKEs this process's FifoLock grants have issued (one per
 // granted waiter that had announced it was asleep; issue 8).
 std::uint64_t fifo_lock_wake_count() noexcept;

@@ -23,7 +23,14 @@ struct StatFields {
 
 // 0 on success, else errno. Parses after the last ')' because comm may hold
 // spaces and parentheses.
+#if SHMSTATE_TEST_HOOKS
+std::atomic<std::uint64_t> g_stat_reads{0};
+#endif
+
 int read_stat(pid_t pid, StatFields& out) noexcept {
+#if SHMSTATE_TEST_HOOKS
+  g_stat_reads.fetch_add(1, std::memory_order_relaxed);
+#endif
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
   int fd = ::open(path, O_RDONLY | O_CLOEXEC);
@@ -103,3 +110,10 @@ std::uint64_t pid_namespace_id() noexcept {
 }
 
 }  // namespace shmstate::platform
+
+#if SHMSTATE_TEST_HOOKS
+#include <shmstate/testing.hpp>
+std::uint64_t shmstate::testing::proc_stat_read_count() noexcept {
+  return shmstate::platform::g_stat_reads.load(std::memory_order_relaxed);
+}
+#endif

@@ -114,11 +114,16 @@ std::string foreign_holder(const void* mutex, std::uint32_t tid) {
 
 }  // namespace
 
-std::string RobustMutex::problem() const noexcept {
+std::string RobustMutex::type_problem() const noexcept {
   int kind = __atomic_load_n(&m_.__data.__kind, __ATOMIC_RELAXED);
   if ((kind & ~kElisionFlags) != kExpectedKind)
     return "mutex type field is " + std::to_string(kind) + ", expected " + std::to_string(kExpectedKind) +
            " (robust, process-shared, normal)";
+  return {};
+}
+
+std::string RobustMutex::problem() const noexcept {
+  if (std::string p = type_problem(); !p.empty()) return p;
   std::uint32_t word = lock_word(m_);
   std::uint32_t tid = word & kTidMask;
   if (tid == 0 || (word & kOwnerDiedBit) != 0) return {};
@@ -129,12 +134,13 @@ std::string RobustMutex::problem() const noexcept {
   return "mutex is held by thread " + std::to_string(tid) + ", which does not exist";
 }
 
-void RobustMutex::check(std::string_view what) const {
+void RobustMutex::check(std::string_view what, bool holder) const {
   // Locking stores into the mutex: in a PROT_READ mapping that is SIGSEGV.
   if (is_read_only(this))
     throw Error(ErrorCode::PermissionDenied,
                 std::string(what) + ": the segment is open read-only (a write would lock its mutex)");
-  if (std::string p = problem(); !p.empty()) throw Error(ErrorCode::Corrupt, std::string(what) + ": " + p);
+  if (std::string p = holder ? problem() : type_problem(); !p.empty())
+    throw Error(ErrorCode::Corrupt, std::string(what) + ": " + p);
 }
 
 void RobustMutex::init() {
@@ -207,10 +213,13 @@ bool spin_until_free(const pthread_mutex_t& m) noexcept {
 
 LockResult RobustMutex::lock_until(std::chrono::steady_clock::time_point deadline,
                                    std::string_view what) {
-  check(what);
-  [[maybe_unused]] const bool free = spin_until_free(m_);  // only counted (test hooks)
+  // The type field before any pthread call (glibc aborts on some); whether
+  // the holder exists (a read of /proc) only before a lock that may sleep,
+  // not on the way to one the spin saw free.
+  check(what, false);
+  const bool free = spin_until_free(m_);
   for (bool first = true;; first = false) {
-    if (!first) check(what);  // before every slice: the type field may be damaged while we wait
+    if (!(first && free)) check(what);  // before every slice: the type field may be damaged while we wait
     auto now = std::chrono::steady_clock::now();
     auto slice_end = deadline - now > kSlice ? now + kSlice : deadline;
     // steady_clock is CLOCK_MONOTONIC in libstdc++.

@@ -51,13 +51,15 @@ class RobustMutex {
   // other than robust, process-shared, normal; or a holder thread id that does
   // not exist while the word lacks OWNER_DIED. Reads only (for dump/info).
   std::string problem() const noexcept;
-  // Throws Error(Corrupt) "<what>: <problem()>" if problem() is not empty.
-  void check(std::string_view what) const;
+  // Throws Error(Corrupt) "<what>: <problem()>" if problem() is not empty
+  // (only the type field's part when `holder` is false: no read of /proc).
+  void check(std::string_view what, bool holder = true) const;
 
   void mark_consistent() noexcept;
   void unlock() noexcept;
 
  private:
+  std::string type_problem() const noexcept;  // problem()'s type-field part
   pthread_mutex_t m_;
   [[maybe_unused]] char pad_[64 - sizeof(pthread_mutex_t)];  // keeps the size fixed
 };
